@@ -1,0 +1,30 @@
+"""weightmaps: pixel-wise loss weights for semantic segmentation (Bressan et al., 2021).
+
+    w(x) = φ_c(x) · δ(x),   δ(x) = 1 − exp(−d(x)² / (2σ²))
+
+φ balances the classes over the training set, δ discounts pixels near label edges, where labels
+are uncertain. See README.md and ARCHITECTURE.md.
+"""
+
+from weightmaps.backend import DEVICES, Backend, get_backend
+from weightmaps.classweights import SCHEMES, class_counts, class_weights, count_labels
+from weightmaps.engine import distance_to_edges, edge_mask, uncertainty, weight_map
+from weightmaps.errors import WeightmapsError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEVICES",
+    "SCHEMES",
+    "Backend",
+    "WeightmapsError",
+    "__version__",
+    "class_counts",
+    "class_weights",
+    "count_labels",
+    "distance_to_edges",
+    "edge_mask",
+    "get_backend",
+    "uncertainty",
+    "weight_map",
+]

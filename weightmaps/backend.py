@@ -1,0 +1,224 @@
+"""The compute backends: one object, chosen once by :func:`get_backend` and passed down.
+
+============  ==================  ===========================================================
+name          arrays              distance transform
+============  ==================  ===========================================================
+``"scipy"``   numpy               ``scipy.ndimage.distance_transform_edt`` (the reference)
+``"cpu"``     numpy               the ``edt`` package (seung-lab): same distances, faster
+``"cuda"``    CuPy                cuCIM's ``distance_transform_edt``; weights by a fused kernel
+============  ==================  ===========================================================
+
+Every backend returns distances as :data:`DISTANCE_DTYPE` (float32): cuCIM computes float32,
+scipy float64 and CuPy's own EDT float64 by default, so the dtype is pinned here, once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from weightmaps.errors import WeightmapsError
+
+__all__ = [
+    "DEVICES",
+    "DISTANCE_DTYPE",
+    "Backend",
+    "array_module",
+    "cuda_unavailable_reason",
+    "get_backend",
+    "is_cupy_array",
+    "to_numpy",
+]
+
+log = logging.getLogger("weightmaps")
+
+DEVICES = ("auto", "cuda", "cpu", "scipy")
+DISTANCE_DTYPE = np.float32
+
+# (edge mask, spacing) -> float32 distance to the nearest True pixel of one 2-D/3-D sample.
+DistanceTransform = Callable[[Any, tuple[float, ...]], Any]
+# (labels, distance, class-weight table, 1/(2 sigma^2), ignore label or -1, dtype) -> weights.
+WeightFunction = Callable[[Any, Any, Any, float, int, Any], Any]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What one device needs: its array module and its two hot functions.
+
+    Picklable by name, so a process pool or a Dask worker rebuilds it on its side.
+    """
+
+    name: str
+    xp: ModuleType
+    distance_transform: DistanceTransform
+    apply_weights: WeightFunction
+
+    def asarray(self, array: Any) -> Any:
+        """``array`` on this backend's device (no copy when it is there already)."""
+        if self.xp is np:
+            return to_numpy(array)
+        return self.xp.asarray(array)
+
+    def __reduce__(self) -> tuple[Callable[[str], Backend], tuple[str]]:
+        return get_backend, (self.name,)
+
+
+def is_cupy_array(array: Any) -> bool:
+    # Checked by module name so that numpy-only machines never import CuPy.
+    return type(array).__module__.split(".")[0] == "cupy"
+
+
+def array_module(array: Any) -> ModuleType:
+    if is_cupy_array(array):
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    return array.get() if is_cupy_array(array) else np.asarray(array)
+
+
+# --- CPU -------------------------------------------------------------------------------------
+
+
+def _scipy_distance(edges: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    from scipy import ndimage
+
+    # scipy measures the distance to the nearest zero, so edges are the zeros.
+    return ndimage.distance_transform_edt(~edges, sampling=spacing).astype(DISTANCE_DTYPE, copy=False)
+
+
+def _edt_distance(edges: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+    import edt
+
+    # edt's anisotropy is in array-axis order, like scipy's sampling; black_border=False keeps the
+    # array border from counting as an edge. One thread: the pipeline parallelises over samples.
+    inside = np.logical_not(edges).view(np.uint8)
+    return edt.edt(inside, anisotropy=spacing, black_border=False, parallel=1)
+
+
+def _numpy_weights(
+    labels: np.ndarray,
+    distance: np.ndarray,
+    class_weight: np.ndarray,
+    inv_two_sigma_sq: float,
+    ignore_label: int,
+    dtype: Any,
+) -> np.ndarray:
+    # Same math as kernels/weightmap.cuh, in float32: delta = -expm1(-d^2 / (2 sigma^2)).
+    # The ignore label gets weight 0 through the table (see engine._class_weight_table).
+    exponent = np.square(distance)
+    exponent *= np.float32(-inv_two_sigma_sq)
+    weights = np.expm1(exponent, out=exponent)
+    weights *= np.negative(np.take(class_weight, labels))
+    return weights.astype(dtype, copy=False)
+
+
+# --- CUDA ------------------------------------------------------------------------------------
+
+
+@functools.cache
+def cuda_unavailable_reason() -> str | None:
+    """Why the CUDA backend cannot run here, or None when CuPy, cuCIM and a GPU are all there."""
+    try:
+        import cupy
+    except ImportError as exc:
+        return f"CuPy is not installed ({exc}); install weightmaps[cuda13] or weightmaps[cuda12]"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError without a driver, or no device node
+        return f"no usable CUDA device ({exc})"
+    if count < 1:
+        return "no CUDA device found"
+    try:
+        import cucim.core.operations.morphology  # noqa: F401
+    except ImportError as exc:
+        return f"cuCIM is not installed ({exc}); install weightmaps[cuda13] or weightmaps[cuda12]"
+    return None
+
+
+def _cucim_distance(edges: Any, spacing: tuple[float, ...]) -> Any:
+    from cucim.core.operations.morphology import distance_transform_edt
+
+    distance = distance_transform_edt(~edges, sampling=spacing, float64_distances=False)
+    return distance.astype(DISTANCE_DTYPE, copy=False)
+
+
+def _cuda_weights(
+    labels: Any,
+    distance: Any,
+    class_weight: Any,
+    inv_two_sigma_sq: float,
+    ignore_label: int,
+    dtype: Any,
+) -> Any:
+    import cupy
+
+    from weightmaps._kernels import weight_kernel
+
+    out = cupy.empty(labels.shape, dtype=dtype)
+    weight_kernel()(
+        labels, distance, class_weight, class_weight.size, np.float32(inv_two_sigma_sq), ignore_label, out
+    )
+    return out
+
+
+# --- choosing --------------------------------------------------------------------------------
+
+
+@functools.cache
+def _build(name: str) -> Backend:
+    if name == "scipy":
+        return Backend("scipy", np, _scipy_distance, _numpy_weights)
+    if name == "cpu":
+        return Backend("cpu", np, _edt_distance, _numpy_weights)
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        raise WeightmapsError(f"device 'cuda' is not available: {reason}")
+    import cupy
+
+    return Backend("cuda", cupy, _cucim_distance, _cuda_weights)
+
+
+@functools.cache
+def _auto_name() -> str:
+    reason = cuda_unavailable_reason()
+    if reason is None:
+        log.info("device auto: using CUDA (CuPy, cuCIM and a GPU are available)")
+        return "cuda"
+    log.info("device auto: using the CPU because %s", reason)
+    return "cpu"
+
+
+def get_backend(device: str | Backend = "auto") -> Backend:
+    """The backend for ``device``: ``"auto"``, ``"cuda"``, ``"cpu"`` or ``"scipy"``.
+
+    ``"auto"`` takes CUDA when CuPy, cuCIM and a GPU are all there, else the CPU, and logs
+    which and why once per process. ``"cuda"`` raises a :class:`WeightmapsError` naming what is
+    missing. A :class:`Backend` is returned as it is.
+
+    Examples
+    --------
+    >>> get_backend("cpu").name
+    'cpu'
+    """
+    if isinstance(device, Backend):
+        return device
+    if device not in DEVICES:
+        raise WeightmapsError(f"unknown device {device!r}; choose one of {list(DEVICES)}")
+    return _build(_auto_name() if device == "auto" else device)
+
+
+def backend_for(array: Any, device: str | Backend) -> Backend:
+    """The backend for an input array: a CuPy array asks for CUDA unless told otherwise."""
+    if is_cupy_array(array) and device == "auto":
+        return get_backend("cuda")
+    return get_backend(device)

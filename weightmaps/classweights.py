@@ -1,0 +1,200 @@
+"""Class pixel counts over a set of masks and the class-balance weights φ derived from them.
+
+Every scheme maps counts ``n_c`` (ignore label excluded, classes with ``n_c = 0`` left out) to
+one weight per class. ``m = Σ n_c`` is the number of counted pixels, ``C`` the number of
+classes present, ``p_c = n_c / m`` the class frequency.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from weightmaps.backend import array_module, to_numpy
+from weightmaps.errors import WeightmapsError
+from weightmaps.validation import check_labels
+
+__all__ = ["SCHEMES", "class_counts", "class_weights", "count_labels"]
+
+# Beyond this many distinct label values a bincount table costs more than sorting.
+_BINCOUNT_LIMIT = 1 << 20
+
+
+def count_labels(labels: Any, *, ignore_index: int | None = None) -> dict[int, int]:
+    """Pixel count of every label present in one mask, the ignore label excluded.
+
+    Parameters
+    ----------
+    labels : array (numpy or CuPy)
+        Integer label array, any shape.
+    ignore_index : int, optional
+        Label left out of the counts.
+
+    Returns
+    -------
+    dict[int, int]
+        ``{label: count}`` for labels with a non-zero count, sorted by label.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> count_labels(np.array([[0, 0, 1], [1, 1, 255]]), ignore_index=255)
+    {0: 2, 1: 3}
+    """
+    xp = array_module(labels)
+    check_labels(labels, ndims=None)
+    flat = labels.ravel()
+    high = int(flat.max())
+    if high < _BINCOUNT_LIMIT:
+        counts = xp.bincount(flat, minlength=0)
+        values = xp.flatnonzero(counts)
+        tallies = counts[values]
+    else:
+        values, tallies = xp.unique(flat, return_counts=True)
+    result = {int(v): int(n) for v, n in zip(to_numpy(values), to_numpy(tallies), strict=True)}
+    if ignore_index is not None:
+        result.pop(int(ignore_index), None)
+    return result
+
+
+def class_counts(masks: Iterable[Any], *, ignore_index: int | None = None) -> dict[int, int]:
+    """Sum of :func:`count_labels` over a set of masks (the training set).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class_counts([np.zeros((2, 2), np.uint8), np.ones((1, 3), np.uint8)])
+    {0: 4, 1: 3}
+    """
+    total: dict[int, int] = {}
+    for mask in masks:
+        for label, count in count_labels(mask, ignore_index=ignore_index).items():
+            total[label] = total.get(label, 0) + count
+    return dict(sorted(total.items()))
+
+
+def _balanced(counts: dict[int, int]) -> dict[int, float]:
+    # Bressan et al. 2021, Eq. 5: phi_c = m / (C n_c); sklearn's compute_class_weight("balanced").
+    total, num_classes = sum(counts.values()), len(counts)
+    return {c: total / (num_classes * n) for c, n in counts.items()}
+
+
+def _median(counts: dict[int, int]) -> dict[int, float]:
+    # Median-frequency balancing (Eigen & Fergus 2015; SegNet): phi_c = median(f) / f_c.
+    # Eigen & Fergus take f_c over the images where c is present; counts alone do not carry
+    # that, so f_c = n_c / m here (the same weights up to how often each class co-occurs).
+    total = sum(counts.values())
+    freqs = {c: n / total for c, n in counts.items()}
+    median = float(np.median(list(freqs.values())))
+    return {c: median / f for c, f in freqs.items()}
+
+
+def _log(counts: dict[int, int], *, c: float = 1.02) -> dict[int, float]:
+    # ENet (Paszke et al. 2016): phi_c = 1 / ln(c + p_c), with c = 1.02 bounding the weights.
+    if not c > 1.0:
+        raise WeightmapsError(f"log scheme: c must be > 1 (ln(c + p) > 0), got {c}")
+    total = sum(counts.values())
+    return {k: 1.0 / math.log(c + n / total) for k, n in counts.items()}
+
+
+def _effective(counts: dict[int, int], *, beta: float = 0.9999) -> dict[int, float]:
+    # Cui et al. 2019, "Class-balanced loss based on effective number of samples":
+    # phi_c ∝ (1 - beta) / (1 - beta^n_c), normalised so that sum(phi) = C.
+    if not 0.0 <= beta < 1.0:
+        raise WeightmapsError(f"effective scheme: beta must be in [0, 1), got {beta}")
+    raw = {c: (1.0 - beta) / -math.expm1(n * math.log(beta)) if beta > 0 else 1.0
+           for c, n in counts.items()}
+    scale = len(raw) / sum(raw.values())
+    return {c: w * scale for c, w in raw.items()}
+
+
+def _none(counts: dict[int, int]) -> dict[int, float]:
+    return {c: 1.0 for c in counts}
+
+
+SCHEMES: dict[str, Callable[..., dict[int, float]]] = {
+    "balanced": _balanced,
+    "median": _median,
+    "log": _log,
+    "effective": _effective,
+    "none": _none,
+}
+
+
+def class_weights(
+    counts: Mapping[int, int] | Mapping[int, float],
+    scheme: str | Mapping[int, float] = "balanced",
+    **scheme_params: float,
+) -> dict[int, float]:
+    """Class-balance weights φ_c from class pixel counts.
+
+    Parameters
+    ----------
+    counts : mapping
+        ``{label: pixel count}`` over the training set (e.g. from :func:`class_counts`).
+        Classes with count 0 are left out: they never occur, so they need no weight.
+    scheme : str or mapping
+        ``"balanced"`` (Bressan et al. 2021, Eq. 5: ``m / (C n_c)``, equal to scikit-learn's
+        ``compute_class_weight("balanced")``), ``"median"`` (median-frequency balancing,
+        Eigen & Fergus 2015 / SegNet), ``"log"`` (ENet: ``1 / ln(c + p_c)``, ``c=1.02``),
+        ``"effective"`` (Cui et al. 2019: ``(1 - β) / (1 - β^n_c)`` scaled to sum to C,
+        ``beta=0.9999``), ``"none"`` (all 1), or an explicit ``{label: weight}`` mapping,
+        returned as given (``counts`` is then ignored).
+    **scheme_params
+        ``c`` for ``"log"``, ``beta`` for ``"effective"``.
+
+    Returns
+    -------
+    dict[int, float]
+        ``{label: weight}`` sorted by label.
+
+    Examples
+    --------
+    >>> class_weights({0: 90, 1: 10})
+    {0: 0.5555555555555556, 1: 5.0}
+    >>> class_weights({0: 90, 1: 10}, "none")
+    {0: 1.0, 1: 1.0}
+    """
+    if isinstance(scheme, Mapping):
+        if scheme_params:
+            raise WeightmapsError("explicit class weights take no scheme parameters")
+        return _explicit_weights(scheme)
+    if scheme not in SCHEMES:
+        raise WeightmapsError(f"unknown class-weight scheme {scheme!r}; choose one of {sorted(SCHEMES)}")
+    present = _checked_counts(counts)
+    try:
+        weights = SCHEMES[scheme](present, **scheme_params)
+    except TypeError as exc:  # an unknown keyword for this scheme
+        raise WeightmapsError(f"scheme {scheme!r}: {exc}") from None
+    return dict(sorted(weights.items()))
+
+
+def _checked_counts(counts: Mapping[Any, Any]) -> dict[int, int]:
+    present: dict[int, int] = {}
+    for label, count in counts.items():
+        label_int, count_num = int(label), float(count)
+        if not math.isfinite(count_num) or count_num < 0:
+            raise WeightmapsError(f"class count of label {label_int} must be a finite number >= 0, got {count}")
+        if count_num > 0:
+            present[label_int] = count_num
+    if not present:
+        raise WeightmapsError("no class has a pixel: class counts are empty or all zero")
+    return present
+
+
+def _explicit_weights(mapping: Mapping[Any, Any]) -> dict[int, float]:
+    weights: dict[int, float] = {}
+    for label, weight in mapping.items():
+        try:
+            label_int, weight_num = int(label), float(weight)
+        except (TypeError, ValueError):
+            raise WeightmapsError(f"class weights must map integer labels to numbers, got {label!r}: {weight!r}") from None
+        if not math.isfinite(weight_num) or weight_num < 0:
+            raise WeightmapsError(f"class weight of label {label_int} must be finite and >= 0, got {weight}")
+        weights[label_int] = weight_num
+    if not weights:
+        raise WeightmapsError("class weights are empty")
+    return dict(sorted(weights.items()))
