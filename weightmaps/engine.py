@@ -176,8 +176,9 @@ def weight_map(
     weights = backend.apply_weights(
         data, distance, backend.asarray(table), _inv_two_sigma_sq(sigma), ignore_label, out_dtype
     )
-    # Labels without a weight read NaN from the table; δ itself is never NaN.
-    if bool(backend.xp.isnan(weights).any()):
+    # Labels without a weight read NaN from the table (δ itself is never NaN); a table without
+    # holes cannot produce one once the maximum label is known to be inside it.
+    if np.isnan(table).any() and bool(backend.xp.isnan(weights).any()):
         _raise_missing_labels(data, table, class_weights)
     return restore(weights)
 
