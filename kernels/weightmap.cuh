@@ -1,7 +1,7 @@
 // Per-pixel weight-map math of weightmaps, written once for the host and the device.
 //
-//   delta(d) = 1 - exp(-d^2 / (2 sigma^2))          uncertainty (Bressan et al. 2021, Eq. 4)
-//   w(x)     = phi[label(x)] * delta(d(x))           the final weight (Eq. 6); 0 on the ignore label
+//   delta(d) = 1 - exp(-d^2 / (2 sigma^2))          labelling uncertainty (Bressan et al. 2021)
+//   w(x)     = phi[label(x)] * delta(d(x))           the final weight; 0 on the ignore label
 //
 // The GPU path puts this file into a CuPy ElementwiseKernel as its preamble (NVRTC defines
 // __CUDACC__); the test suite compiles the same file with g++ and calls it through ctypes,

@@ -103,7 +103,7 @@ def uncertainty(
     device: str | Backend = "auto",
     batch: bool = False,
 ) -> Any:
-    """Edge uncertainty δ(x) = 1 − exp(−d(x)² / (2σ²)) (Bressan et al. 2021, Eq. 4).
+    """Edge (labelling) uncertainty δ(x) = 1 − exp(−d(x)² / (2σ²)) of Bressan et al. (2021).
 
     0 on edges, rising to 1 a few σ away; exactly 1 where a sample has no edge. ``sigma`` is in
     the units of ``spacing``. Returns float32.
@@ -138,7 +138,7 @@ def weight_map(
     device: str | Backend = "auto",
     batch: bool = False,
 ) -> Any:
-    """The loss weight w(x) = φ_label(x) · δ(x) of Bressan et al. (2021), Eq. 6.
+    """The loss weight w(x) = φ_label(x) · δ(x) of Bressan et al. (2021).
 
     Parameters
     ----------
