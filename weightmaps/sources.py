@@ -1,0 +1,757 @@
+"""Where masks come from: directories, globs, list files, zarr arrays; PNG/TIFF/NPY/NIfTI readers.
+
+A :class:`MaskSource` is an ordered, picklable list of samples. It holds paths and options only;
+files are read (and a zarr array is opened) lazily, in whichever process calls
+:meth:`MaskSource.read`.
+Every problem with an input raises :class:`~weightmaps.errors.WeightmapsError` whose message starts
+with the file (or ``store[i] (id ...)``) it is about.
+
+Sample ids are the file's path relative to the input root, without its extension, "/"-separated
+(``.nii.gz`` counts as one extension); zarr samples are numbered ``"000000"``, ``"000001"``, ...
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from weightmaps.errors import WeightmapsError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LIST_SUFFIXES",
+    "MASK_SUFFIXES",
+    "MaskSource",
+    "SampleRef",
+    "mask_digest",
+    "open_source",
+    "read_image",
+    "read_mask",
+]
+
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
+"""File suffixes (case-insensitive) recognised as masks."""
+
+IMAGE_SUFFIXES = (*MASK_SUFFIXES, ".jpg", ".jpeg", ".bmp")
+"""File suffixes :func:`read_image` reads."""
+
+LIST_SUFFIXES = (".txt", ".lst")
+"""Suffixes of text files that list mask paths, one per line."""
+
+_GLOB_MAGIC = frozenset("*?[")
+# A label below this bound is remapped through a lookup table; above it, by binary search.
+_LUT_MAX_LABEL = 1 << 16
+# Pillow modes that hold one integer label per pixel, and the dtype they are returned as.
+_PIL_LABEL_MODES = {
+    "L": np.uint8,
+    "P": np.uint8,  # palette *indices*, not colours
+    "1": np.uint8,  # bool -> 0/1
+    "I": np.int32,
+    "I;16": np.uint16,
+    "I;16L": np.uint16,
+    "I;16B": np.uint16,
+    "I;16N": np.uint16,
+}
+
+LabelMap = tuple[tuple[int, int], ...]
+
+
+# --------------------------------------------------------------------------------------------------
+# Samples and sources
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """One input sample.
+
+    Attributes
+    ----------
+    id : str
+        Path relative to the input root without its extension, "/"-separated; for a zarr array
+        the zero-padded position (``"000042"``).
+    path : str or None
+        Absolute file path, or None for a zarr-array sample.
+    index : int or None
+        Position in a zarr-array source, or None for a file.
+    """
+
+    id: str
+    path: str | None
+    index: int | None = None
+
+
+class MaskSource:
+    """An ordered collection of masks, read lazily.
+
+    Build one with :func:`open_source`. A source holds paths and options only, so it pickles cheaply
+    and can be sent to worker processes; a zarr array is (re)opened in each process on first read.
+
+    Attributes
+    ----------
+    samples : list of SampleRef
+        Sorted by id; ids are unique.
+    description : str
+        What the source was opened from, for messages and reports.
+
+    Examples
+    --------
+    >>> import numpy as np, zarr
+    >>> arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(2, 4, 4), dtype="uint8")
+    >>> src = open_source(arr)
+    >>> len(src), src.ids
+    (2, ['000000', '000001'])
+    >>> src.read(1).shape
+    (4, 4)
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[SampleRef],
+        *,
+        description: str,
+        label_map: Mapping[int, int] | None = None,
+        zarr_array: zarr.Array | str | None = None,
+    ) -> None:
+        self.samples: list[SampleRef] = list(samples)
+        self.description = description
+        self._label_map: LabelMap | None = _normalize_label_map(label_map)
+        # A path (opened lazily, per process) or a zarr.Array handed to open_source.
+        self._zarr_ref: zarr.Array | str | None = zarr_array
+        self._zarr_cache: zarr.Array | None = (
+            zarr_array if isinstance(zarr_array, zarr.Array) else None
+        )
+
+    # -- pickling: paths and options only ---------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if isinstance(self._zarr_ref, str):
+            state["_zarr_cache"] = None  # re-opened lazily in the receiving process
+        return state
+
+    # -- collection --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return f"MaskSource({self.description!r}, {len(self)} samples)"
+
+    @property
+    def ids(self) -> list[str]:
+        """Sample ids, in source order."""
+        return [s.id for s in self.samples]
+
+    @property
+    def label_map(self) -> dict[int, int] | None:
+        """The ``{source label: destination label}`` map applied on read, or None."""
+        return None if self._label_map is None else dict(self._label_map)
+
+    def describe(self, i: int) -> str:
+        """Name sample ``i`` for messages: its file path, or ``store[i] (id ...)``."""
+        ref = self.samples[i]
+        if ref.path is not None:
+            return ref.path
+        return f"{self._store_name()}[{ref.index}] (id {ref.id})"
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def read(self, i: int) -> np.ndarray:
+        """Read sample ``i`` as a validated, C-contiguous integer label array.
+
+        Returns
+        -------
+        numpy.ndarray
+            2-D (H, W) or 3-D (D, H, W), in the file's own integer dtype (bool becomes uint8),
+            ``label_map`` applied.
+
+        Raises
+        ------
+        WeightmapsError
+            The file is missing, unreadable or corrupt, or the mask is not a non-empty, non-negative
+            2-D/3-D integer array. The message starts with :meth:`describe`.
+        """
+        ref = self.samples[i]
+        if ref.path is not None:
+            return read_mask(ref.path, label_map=self._label_map)
+        name = self.describe(i)
+        try:
+            arr = np.asarray(self._zarr()[ref.index])
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise WeightmapsError(f"{name}: cannot read: {e}") from e
+        return _validate(arr, name, self._label_map)
+
+    def spacing(self, i: int) -> tuple[float, ...] | None:
+        """Physical pixel spacing of sample ``i`` per array axis (NIfTI zooms), else None."""
+        path = self.samples[i].path
+        if path is None or _suffix(path) not in (".nii", ".nii.gz"):
+            return None
+        return _nifti_spacing(path)
+
+    def fingerprint(self) -> str:
+        """A cheap change detector for the inputs (sha256 hex), not a content hash.
+
+        Files: ids, sizes and modification times (ns). Zarr: path, shape, dtype and the array's
+        metadata JSON. Rewriting a file changes the fingerprint; touching it does too; editing a
+        zarr chunk in place does not.
+        """
+        h = hashlib.sha256()
+        if self._zarr_ref is None:
+            for ref in self.samples:
+                assert ref.path is not None
+                try:
+                    st = os.stat(ref.path)
+                except OSError as e:
+                    raise WeightmapsError(f"{ref.path}: cannot stat: {e.strerror or e}") from e
+                h.update(f"{ref.id}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        else:
+            arr = self._zarr()
+            meta = json.dumps(arr.metadata.to_dict(), sort_keys=True, default=str)
+            dtype = np.dtype(arr.dtype).str
+            h.update(f"{self._store_name()}\0{arr.shape}\0{dtype}\0{meta}".encode())
+        return h.hexdigest()
+
+    # -- zarr helpers ------------------------------------------------------------------------------
+
+    def _store_name(self) -> str:
+        if isinstance(self._zarr_ref, zarr.Array):
+            return str(self._zarr_ref.store_path)
+        return str(self._zarr_ref)
+
+    def _zarr(self) -> zarr.Array:
+        if self._zarr_cache is None:
+            assert isinstance(self._zarr_ref, str)
+            self._zarr_cache = _open_zarr_array(self._zarr_ref)
+        return self._zarr_cache
+
+
+# --------------------------------------------------------------------------------------------------
+# open_source
+# --------------------------------------------------------------------------------------------------
+
+
+def open_source(
+    inputs: str | os.PathLike[str] | zarr.Array | Sequence[str | os.PathLike[str]],
+    *,
+    label_map: Mapping[int, int] | None = None,
+) -> MaskSource:
+    """Collect the masks named by ``inputs``.
+
+    Parameters
+    ----------
+    inputs
+        One of:
+
+        - a directory, walked recursively for files with a suffix in :data:`MASK_SUFFIXES`
+          (hidden files and directories, whose name starts with ".", are skipped; symlinked
+          directories are not followed); the root is the directory;
+        - a glob string such as ``"data/**/*.png"`` (``**`` recurses); the root is the pattern's
+          non-magic prefix directory (``data``);
+        - a text file (``.txt`` / ``.lst``) listing paths, one per line, relative to the list
+          file's folder; blank lines and lines starting with ``#`` are ignored; the root is the
+          common parent of the listed files;
+        - a zarr array on disk (v3 or v2) or a ``zarr.Array``, shaped (N, H, W) or (N, D, H, W);
+          ids are ``"000000"``, ``"000001"``, ... (at least 6 digits);
+        - a single mask file (root: its folder);
+        - a list of paths (root: their common parent).
+    label_map
+        ``{source label: destination label}`` applied on every read, e.g. ``{255: 1}`` for 0/255
+        binary PNGs. Unmapped labels are kept. Destination labels must be non-negative.
+
+    Returns
+    -------
+    MaskSource
+        Samples sorted by id.
+
+    Raises
+    ------
+    WeightmapsError
+        The input does not exist, holds no masks, or two files share an id (both are named).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from weightmaps.sample_data import write_dataset
+    >>> root = write_dataset(tempfile.mkdtemp(), n=2, shape=(32, 32), with_images=False)
+    >>> src = open_source(root / "masks")
+    >>> src.ids
+    ['sample_00000', 'sample_00001']
+    >>> src.read(0).dtype
+    dtype('uint8')
+    """
+    _normalize_label_map(label_map)  # validate early, with a clear message
+    if isinstance(inputs, zarr.Array):
+        return _zarr_source(inputs, label_map)
+    if isinstance(inputs, (str, os.PathLike)):
+        return _path_source(os.fspath(inputs), label_map)
+    if isinstance(inputs, Iterable):
+        paths = [os.fspath(p) for p in inputs]
+        for p in paths:
+            _check_mask_file(p)
+        if not paths:
+            raise WeightmapsError("no mask files: the input list is empty")
+        return _file_source(paths, _common_parent(paths), f"list of {len(paths)} paths", label_map)
+    raise WeightmapsError(
+        f"inputs: expected a directory, glob, list file, zarr array or list of paths; "
+        f"got {type(inputs).__name__}"
+    )
+
+
+def _path_source(spec: str, label_map: Mapping[int, int] | None) -> MaskSource:
+    path = os.path.expanduser(spec)
+    if os.path.isdir(path):
+        kind = _zarr_node_kind(path)
+        if kind == "array":
+            return _zarr_source(path, label_map)
+        if kind == "group":
+            arrays = sorted(name for name, _ in zarr.open_group(path, mode="r").arrays())
+            hint = ", ".join(os.path.join(spec, a) for a in arrays) or "none"
+            raise WeightmapsError(f"{spec}: is a zarr group, not an array; its arrays: {hint}")
+        files = list(_walk(path))
+        if not files:
+            suffixes = ", ".join(MASK_SUFFIXES)
+            raise WeightmapsError(f"{spec}: no mask files found (suffixes {suffixes})")
+        return _file_source(files, path, spec, label_map)
+    if os.path.isfile(path):
+        if _suffix(path) in LIST_SUFFIXES:
+            files = _read_list_file(path)
+            return _file_source(files, _common_parent(files), spec, label_map)
+        _check_mask_file(path)
+        return _file_source([path], os.path.dirname(os.path.abspath(path)), spec, label_map)
+    if _GLOB_MAGIC & set(spec):
+        matches = sorted(glob.glob(path, recursive=True))
+        files = [m for m in matches if os.path.isfile(m) and _suffix(m) in MASK_SUFFIXES]
+        if not files:
+            raise WeightmapsError(f"{spec}: the glob matched no mask files")
+        return _file_source(files, _glob_root(path), spec, label_map)
+    raise WeightmapsError(f"{spec}: no such file or directory")
+
+
+def _file_source(
+    files: Sequence[str], root: str, description: str, label_map: Mapping[int, int] | None
+) -> MaskSource:
+    root = os.path.abspath(root)
+    refs = []
+    for f in files:
+        full = os.path.abspath(f)
+        rel = Path(os.path.relpath(full, root)).as_posix()
+        refs.append(SampleRef(id=_strip_suffix(rel), path=full))
+    refs.sort(key=lambda r: (r.id, r.path))
+    for a, b in zip(refs, refs[1:]):
+        if a.id == b.id:
+            if a.path == b.path:
+                raise WeightmapsError(f"{a.path}: listed twice (sample id {a.id!r})")
+            raise WeightmapsError(f"duplicate sample id {a.id!r}: {a.path} and {b.path}")
+    return MaskSource(refs, description=description, label_map=label_map)
+
+
+def _zarr_source(array: zarr.Array | str, label_map: Mapping[int, int] | None) -> MaskSource:
+    arr = array if isinstance(array, zarr.Array) else _open_zarr_array(array)
+    name = str(arr.store_path) if isinstance(array, zarr.Array) else array
+    dtype = np.dtype(arr.dtype)
+    if arr.ndim not in (3, 4):
+        raise WeightmapsError(
+            f"{name}: zarr array of shape {arr.shape}; expected (N, H, W) or (N, D, H, W)"
+        )
+    if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+        raise WeightmapsError(f"{name}: non-integer masks (dtype {dtype})")
+    if 0 in arr.shape[1:]:
+        raise WeightmapsError(f"{name}: empty masks (shape {arr.shape})")
+    n = arr.shape[0]
+    if n == 0:
+        raise WeightmapsError(f"{name}: no masks (shape {arr.shape})")
+    width = max(6, len(str(n - 1)))
+    refs = [SampleRef(id=f"{i:0{width}d}", path=None, index=i) for i in range(n)]
+    return MaskSource(refs, description=name, label_map=label_map, zarr_array=array)
+
+
+def _zarr_node_kind(path: str) -> str | None:
+    """"array", "group" or None for a directory, from its zarr v3 / v2 metadata file."""
+    meta = os.path.join(path, "zarr.json")
+    if os.path.isfile(meta):
+        try:
+            with open(meta, encoding="utf-8") as f:
+                return str(json.load(f).get("node_type"))
+        except (OSError, ValueError) as e:
+            raise WeightmapsError(f"{meta}: unreadable zarr metadata: {e}") from e
+    if os.path.isfile(os.path.join(path, ".zarray")):
+        return "array"
+    if os.path.isfile(os.path.join(path, ".zgroup")):
+        return "group"
+    return None
+
+
+def _open_zarr_array(path: str) -> zarr.Array:
+    try:
+        return zarr.open_array(os.path.expanduser(path), mode="r")
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise WeightmapsError(f"{path}: cannot open as a zarr array: {e}") from e
+
+
+def _walk(root: str) -> Iterable[str]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and _suffix(name) in MASK_SUFFIXES:
+                yield os.path.join(dirpath, name)
+
+
+def _read_list_file(list_path: str) -> list[str]:
+    base = os.path.dirname(os.path.abspath(list_path))
+    try:
+        with open(list_path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise WeightmapsError(f"{list_path}: cannot read the list file: {e}") from e
+    files = []
+    for lineno, line in enumerate(lines, start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        p = os.path.join(base, os.path.expanduser(entry))
+        try:
+            _check_mask_file(p)
+        except WeightmapsError as e:
+            raise WeightmapsError(f"{list_path}:{lineno}: {e}") from None
+        files.append(p)
+    if not files:
+        raise WeightmapsError(f"{list_path}: the list file names no mask files")
+    return files
+
+
+def _check_mask_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise WeightmapsError(f"{path}: no such file")
+    if not os.path.isfile(path):
+        raise WeightmapsError(f"{path}: not a file")
+    if _suffix(path) not in MASK_SUFFIXES:
+        raise WeightmapsError(
+            f"{path}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})"
+        )
+
+
+def _common_parent(paths: Sequence[str]) -> str:
+    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+
+
+def _glob_root(pattern: str) -> str:
+    parts = Path(pattern).parts
+    prefix: list[str] = []
+    for part in parts:
+        if _GLOB_MAGIC & set(part):
+            break
+        prefix.append(part)
+    return str(Path(*prefix)) if prefix else "."
+
+
+def _suffix(path: str) -> str:
+    name = os.path.basename(path).lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return os.path.splitext(name)[1]
+
+
+def _strip_suffix(rel: str) -> str:
+    n = len(_suffix(rel))
+    return rel[:-n] if n else rel
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading one file
+# --------------------------------------------------------------------------------------------------
+
+
+def read_mask(
+    path: str | os.PathLike[str], *, label_map: Mapping[int, int] | None = None
+) -> np.ndarray:
+    """Read one mask file as a validated integer label array.
+
+    Formats, by suffix (case-insensitive):
+
+    - PNG (Pillow): modes ``L`` and ``P`` (palette *indices*, not colours) as uint8, ``1`` as
+      uint8 0/1, ``I;16*`` as uint16, ``I`` as int32. Colour or float modes (RGB, RGBA, LA, F, ...)
+      are refused: convert them to a label image first.
+    - TIFF (tifffile): one page is 2-D; several pages, or a 3-D series, a (D, H, W) volume.
+      Float TIFFs are refused even when every value is integral: masks must be stored as integers.
+      Multi-sample (RGB) TIFFs are refused.
+    - NPY (numpy, ``allow_pickle=False``).
+    - NIfTI ``.nii`` / ``.nii.gz`` (nibabel, the ``weightmaps[nifti]`` extra): returned in the
+      file's array order, i.e. (x, y, z); :meth:`MaskSource.spacing` gives the matching zooms.
+
+    Parameters
+    ----------
+    path
+        The mask file.
+    label_map
+        ``{source label: destination label}`` applied after reading; unmapped labels are kept.
+
+    Returns
+    -------
+    numpy.ndarray
+        C-contiguous, 2-D or 3-D, in the file's integer dtype (bool becomes uint8), widened if a
+        destination label of ``label_map`` needs it.
+
+    Raises
+    ------
+    WeightmapsError
+        ``f"{path}: <problem>"`` for a missing, unreadable, corrupt or truncated file, an
+        unsupported format or mode, a non-integer dtype, negative labels, an empty array, or an
+        array that is not 2-D or 3-D.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> p = tempfile.mkdtemp() + "/m.npy"
+    >>> np.save(p, np.array([[0, 255], [255, 0]], dtype=np.uint8))
+    >>> read_mask(p, label_map={255: 1})
+    array([[0, 1],
+           [1, 0]], dtype=uint8)
+    """
+    path = os.fspath(path)
+    lm = _normalize_label_map(label_map)
+    arr = _load(path, mask=True)
+    return _validate(arr, path, lm)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as a numpy array, any dtype, without label validation.
+
+    PNG / JPEG / BMP come back (H, W) or (H, W, C) (palette images are expanded to RGB or RGBA);
+    TIFF, NPY and NIfTI arrays as stored.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from PIL import Image
+    >>> p = tempfile.mkdtemp() + "/img.png"
+    >>> Image.fromarray(np.zeros((4, 5, 3), dtype=np.uint8)).save(p)
+    >>> read_image(p).shape
+    (4, 5, 3)
+    """
+    path = os.fspath(path)
+    if _suffix(path) not in IMAGE_SUFFIXES:
+        suffixes = ", ".join(IMAGE_SUFFIXES)
+        raise WeightmapsError(f"{path}: unsupported image format (expected one of {suffixes})")
+    return np.ascontiguousarray(_load(path, mask=False))
+
+
+def _load(path: str, *, mask: bool) -> np.ndarray:
+    suffix = _suffix(path)
+    if not os.path.isfile(path):
+        raise WeightmapsError(f"{path}: no such file")
+    nib = _nibabel(path) if suffix in (".nii", ".nii.gz") else None
+    try:
+        if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+            return _read_pil(path, mask=mask)
+        if suffix in (".tif", ".tiff"):
+            return _read_tiff(path, mask=mask)
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if nib is not None:
+            return np.asanyarray(nib.load(path).dataobj)
+    except WeightmapsError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:  # each library has its own exceptions for corrupt files
+        raise WeightmapsError(f"{path}: cannot read: {e}") from e
+    raise WeightmapsError(f"{path}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
+
+
+def _read_pil(path: str, *, mask: bool) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        if mask:
+            return _pil_labels(img, path)
+        if img.mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("L" if img.mode == "1" else "RGB")
+        arr = np.asarray(img)
+        return arr.astype(arr.dtype.newbyteorder("="), copy=False)
+
+
+def _pil_labels(img: Any, path: str) -> np.ndarray:
+    """Integer labels from a loaded Pillow image, refusing colour and float modes."""
+    dtype = _PIL_LABEL_MODES.get(img.mode)
+    if dtype is None:
+        raise WeightmapsError(
+            f"{path}: PNG mode {img.mode} is not a label image; convert it to a single-channel "
+            f"label image (mode L, P, I;16 or I), e.g. with a colour -> class lookup"
+        )
+    return np.asarray(img).astype(dtype, copy=False)
+
+
+def _read_tiff(path: str, *, mask: bool) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if len(tif.series) == 1:
+            series = tif.series[0]
+            if mask and "S" in series.axes:
+                n = series.shape[series.axes.index("S")]
+                raise WeightmapsError(
+                    f"{path}: TIFF with {n} samples per pixel (RGB?) is not a label image; "
+                    f"convert it to a single-channel integer label image"
+                )
+            return series.asarray()
+        # Several series: pages written one by one form the slices of a volume.
+        if mask and any(p.samplesperpixel > 1 for p in tif.pages):
+            raise WeightmapsError(
+                f"{path}: TIFF pages with several samples per pixel are not a label image"
+            )
+        return tif.asarray(key=slice(None))
+
+
+def _nibabel(path: str) -> Any:
+    try:
+        import nibabel
+    except ImportError as e:
+        raise WeightmapsError(
+            f"{path}: reading NIfTI needs nibabel: pip install 'weightmaps[nifti]'"
+        ) from e
+    return nibabel
+
+
+def _nifti_spacing(path: str) -> tuple[float, ...]:
+    nib = _nibabel(path)
+    try:
+        img = nib.load(path)
+        zooms = img.header.get_zooms()[: len(img.shape)]
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise WeightmapsError(f"{path}: cannot read the NIfTI header: {e}") from e
+    # Zooms are float32 in the header; their shortest repr keeps 0.7 as 0.7 rather than 0.69999...
+    return tuple(float(str(np.float32(z))) for z in zooms)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation and label maps
+# --------------------------------------------------------------------------------------------------
+
+
+def _validate(arr: np.ndarray, name: str, label_map: LabelMap | None) -> np.ndarray:
+    if arr.dtype == np.bool_:
+        arr = arr.view(np.uint8)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise WeightmapsError(
+            f"{name}: non-integer mask (dtype {arr.dtype}); store labels as integers"
+        )
+    if arr.ndim not in (2, 3):
+        raise WeightmapsError(
+            f"{name}: mask of shape {arr.shape} has {arr.ndim} dimensions; "
+            f"expected 2-D (H, W) or 3-D (D, H, W)"
+        )
+    if arr.size == 0:
+        raise WeightmapsError(f"{name}: empty mask (shape {arr.shape})")
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
+    if label_map:
+        arr = _apply_label_map(arr, label_map)
+    if arr.dtype.kind == "i":
+        low = int(arr.min())
+        if low < 0:
+            raise WeightmapsError(
+                f"{name}: negative label {low}; labels must be >= 0 (remap it with label_map)"
+            )
+    return arr
+
+
+def _normalize_label_map(label_map: Mapping[int, int] | LabelMap | None) -> LabelMap | None:
+    if label_map is None:
+        return None
+    items = label_map.items() if isinstance(label_map, Mapping) else label_map
+    out = []
+    for src, dst in items:
+        if not _is_int(src) or not _is_int(dst):
+            raise WeightmapsError(f"label_map: {src!r} -> {dst!r}: labels must be integers")
+        if dst < 0:
+            raise WeightmapsError(f"label_map: {src} -> {dst}: destination labels must be >= 0")
+        out.append((int(src), int(dst)))
+    return tuple(sorted(out))
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _map_dtype(dtype: np.dtype, label_map: LabelMap) -> np.dtype:
+    """The input dtype, widened so the largest destination label fits."""
+    top = max(dst for _, dst in label_map)
+    out = np.promote_types(dtype, np.min_scalar_type(top))
+    return out if out.kind in "iu" else np.dtype(np.int64)
+
+
+def _apply_label_map(arr: np.ndarray, label_map: LabelMap) -> np.ndarray:
+    """Remap labels: a lookup table for small non-negative labels, else binary search."""
+    if arr.dtype.itemsize <= 2 and arr.dtype.kind == "u":
+        return _map_labels_lut(arr, label_map, 1 << (8 * arr.dtype.itemsize))
+    low, high = int(arr.min()), int(arr.max())
+    if low >= 0 and high < _LUT_MAX_LABEL:
+        return _map_labels_lut(arr, label_map, high + 1)
+    return _map_labels_search(arr, label_map)
+
+
+def _map_labels_lut(arr: np.ndarray, label_map: LabelMap, size: int) -> np.ndarray:
+    """Fast path: ``lut[arr]``; requires ``0 <= arr < size``."""
+    lut = np.arange(size, dtype=_map_dtype(arr.dtype, label_map))
+    for src, dst in label_map:
+        if 0 <= src < size:
+            lut[src] = dst
+    return lut[arr]
+
+
+def _map_labels_search(arr: np.ndarray, label_map: LabelMap) -> np.ndarray:
+    """General path: binary search of every label among the (sorted) source labels."""
+    out = arr.astype(_map_dtype(arr.dtype, label_map))
+    keys = np.array([s for s, _ in label_map], dtype=np.int64)
+    values = np.array([d for _, d in label_map], dtype=out.dtype)
+    if arr.dtype == np.uint64:  # int64 keys cannot hold every uint64 label
+        keep = (keys >= 0)
+        keys, values = keys[keep].astype(np.uint64), values[keep]
+    if keys.size == 0:
+        return out
+    idx = np.searchsorted(keys, arr).clip(max=keys.size - 1)
+    hit = keys[idx] == arr
+    out[hit] = values[idx[hit]]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Digest
+# --------------------------------------------------------------------------------------------------
+
+
+def mask_digest(labels: np.ndarray) -> str:
+    """A 16-hex-character content digest of a label array: blake2b over shape, dtype and bytes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask_digest(np.zeros((2, 2), np.uint8)) == mask_digest(np.zeros((2, 2), np.uint16))
+    False
+    >>> len(mask_digest(np.zeros((2, 2), np.uint8)))
+    16
+    """
+    a = np.ascontiguousarray(labels)
+    h = hashlib.blake2b(digest_size=8)
+    h.update(f"{tuple(a.shape)}|{a.dtype.str}|".encode())
+    if a.size:
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
