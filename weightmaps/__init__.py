@@ -10,6 +10,8 @@ from weightmaps.backend import DEVICES, Backend, get_backend
 from weightmaps.classweights import SCHEMES, class_counts, class_weights, count_labels
 from weightmaps.engine import distance_to_edges, edge_mask, uncertainty, weight_map
 from weightmaps.errors import WeightmapsError
+from weightmaps.pipeline import BadInputError, ComputeResult, compute
+from weightmaps.store import WeightStore, open_store
 
 __version__ = "0.1.0"
 
@@ -17,14 +19,19 @@ __all__ = [
     "DEVICES",
     "SCHEMES",
     "Backend",
+    "BadInputError",
+    "ComputeResult",
+    "WeightStore",
     "WeightmapsError",
     "__version__",
     "class_counts",
     "class_weights",
+    "compute",
     "count_labels",
     "distance_to_edges",
     "edge_mask",
     "get_backend",
+    "open_store",
     "uncertainty",
     "weight_map",
 ]

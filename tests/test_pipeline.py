@@ -1,0 +1,384 @@
+"""compute(): real files on disk in, a store out whose maps equal weight_map on every mask."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from PIL import Image
+
+from weightmaps import weight_map
+from weightmaps.errors import WeightmapsError
+from weightmaps.pipeline import BadInputError, ComputeResult, compute, resolve_class_weights, scan
+from weightmaps.sample_data import make_masks, write_dataset
+from weightmaps.sources import open_source, read_mask
+from weightmaps.store import open_store
+
+SIGMA = 2.0
+
+
+@pytest.fixture(scope="module")
+def png_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 PNG masks of 64x48, 3 classes."""
+    root = write_dataset(tmp_path_factory.mktemp("png"), n=24, shape=(64, 48), num_classes=3, seed=1,
+                         with_images=False)
+    return root / "masks"
+
+
+@pytest.fixture(scope="module")
+def reference(png_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A straight run over png_dir: several shards, in-process."""
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    compute(png_dir, out, sigma=SIGMA, device="cpu", workers=1, samples_per_shard=5)
+    return out
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    store = open_store(path)
+    return {sid: store[sid] for sid in store.ids}
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    left, right = _arrays(a), _arrays(b)
+    assert list(left) == list(right)
+    for sid in left:
+        assert left[sid].dtype == right[sid].dtype
+        assert left[sid].tobytes() == right[sid].tobytes(), sid
+
+
+def _assert_maps_match_engine(out: Path, *, spacing: object = None, device: str = "cpu", **kwargs: object) -> None:
+    """Every map in the store equals weight_map on the source mask, with the store's class weights."""
+    store = open_store(out)
+    assert store.complete
+    source = open_source(kwargs.pop("inputs"))  # type: ignore[arg-type]
+    assert store.ids == source.ids
+    for i, sid in enumerate(store.ids):
+        expected = weight_map(source.read(i), sigma=SIGMA, class_weights=store.class_weights, spacing=spacing,
+                              device=device, **kwargs)
+        got = store[sid]
+        assert got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected, err_msg=sid)
+
+
+# --- the maps equal weight_map ------------------------------------------------------------------
+
+
+def test_png_dir_matches_engine(png_dir: Path, reference: Path) -> None:
+    _assert_maps_match_engine(reference, inputs=png_dir)
+    store = open_store(reference)
+    assert len(store) == 24
+    counts: dict[int, int] = {}
+    for i in range(24):
+        for label, n in zip(*np.unique(read_mask(png_dir / f"{store.ids[i]}.png"), return_counts=True), strict=True):
+            counts[int(label)] = counts.get(int(label), 0) + int(n)
+    assert store.class_counts == counts
+    assert store.report["bad"] == []
+    assert store.params["sigma"] == SIGMA
+
+
+def test_mixed_sizes(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    for k, shape in enumerate([(40, 32), (24, 56), (40, 32)]):
+        for j, mask in enumerate(make_masks(3, shape, seed=k)):
+            (root / f"s{k}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(root / f"s{k}" / f"m{j}.png")
+    result = compute(root, tmp_path / "out.zarr", sigma=SIGMA, device="cpu", workers=1, samples_per_shard=2)
+    assert result.n_samples == 9
+    _assert_maps_match_engine(tmp_path / "out.zarr", inputs=root)
+    store = open_store(tmp_path / "out.zarr")
+    assert {store.shape(i) for i in range(9)} == {(40, 32), (24, 56)}
+
+
+@pytest.mark.parametrize("fmt", ["tif", "npy"])
+def test_3d_volumes(tmp_path: Path, fmt: str) -> None:
+    root = write_dataset(tmp_path / "vol", n=4, shape=(8, 24, 20), fmt=fmt, with_images=False, seed=3)
+    out = tmp_path / "out.zarr"
+    result = compute(root / "masks", out, sigma=1.5 * SIGMA, spacing=(2.0, 1.0, 1.0), device="cpu", workers=1)
+    assert result.spacing == (2.0, 1.0, 1.0)
+    store = open_store(out)
+    source = open_source(root / "masks")
+    for i in range(4):
+        assert store[i].shape == (8, 24, 20)
+        np.testing.assert_array_equal(
+            store[i],
+            weight_map(source.read(i), sigma=1.5 * SIGMA, class_weights=store.class_weights, spacing=(2.0, 1.0, 1.0),
+                       device="cpu"),
+        )
+
+
+def test_zarr_array_input(tmp_path: Path) -> None:
+    masks = make_masks(6, (32, 40), seed=5)
+    path = tmp_path / "masks.zarr"
+    zarr.create_array(path, shape=masks.shape, chunks=(1, 32, 40), dtype=masks.dtype)[:] = masks
+    out = tmp_path / "out.zarr"
+    compute(str(path), out, sigma=SIGMA, device="cpu", workers=1)
+    store = open_store(out)
+    assert store.ids == [f"{i:06d}" for i in range(6)]
+    for i in range(6):
+        np.testing.assert_array_equal(
+            store[i], weight_map(masks[i], sigma=SIGMA, class_weights=store.class_weights, device="cpu")
+        )
+    # An in-memory zarr.Array works the same.
+    compute(zarr.open_array(path, mode="r"), tmp_path / "out2.zarr", sigma=SIGMA, device="cpu", workers=1)
+    _assert_same_store(out, tmp_path / "out2.zarr")
+
+
+def test_nifti_header_spacing(tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    masks = make_masks(3, (6, 20, 16), seed=7)
+    root = tmp_path / "nii"
+    root.mkdir()
+    for i, mask in enumerate(masks):
+        img = nib.Nifti1Image(mask, affine=np.diag([2.5, 0.7, 0.7, 1.0]))
+        nib.save(img, root / f"case{i}.nii.gz")
+    out = tmp_path / "out.zarr"
+    result = compute(root, out, sigma=SIGMA, device="cpu", workers=1)
+    spacing = open_source(root).spacing(0)
+    assert spacing == (2.5, 0.7, 0.7)
+    assert result.spacing == spacing
+    assert open_store(out).params["spacing"] == [2.5, 0.7, 0.7]
+    _assert_maps_match_engine(out, inputs=root, spacing=spacing)
+    # An explicit spacing wins over the header.
+    result = compute(root, tmp_path / "explicit.zarr", sigma=SIGMA, spacing=(1, 1, 1), device="cpu", workers=1)
+    assert result.spacing == (1.0, 1.0, 1.0)
+    # Headers that disagree: refused, since one store holds one spacing.
+    nib.save(nib.Nifti1Image(masks[0], affine=np.diag([1.0, 1.0, 1.0, 1.0])), root / "other.nii.gz")
+    with pytest.raises(WeightmapsError, match="per-sample spacing is not supported"):
+        compute(root, tmp_path / "mixed.zarr", sigma=SIGMA, device="cpu", workers=1)
+    assert not (tmp_path / "mixed.zarr").exists()
+
+
+# --- results do not depend on how the work is split -----------------------------------------------
+
+
+def test_workers_and_batch_size_give_identical_stores(png_dir: Path, reference: Path, tmp_path: Path) -> None:
+    compute(png_dir, tmp_path / "w2.zarr", sigma=SIGMA, device="cpu", workers=2, samples_per_shard=5)
+    _assert_same_store(reference, tmp_path / "w2.zarr")
+    for batch_size in (1, 7):
+        out = tmp_path / f"b{batch_size}.zarr"
+        compute(png_dir, out, sigma=SIGMA, device="cpu", workers=1, batch_size=batch_size, samples_per_shard=5)
+        _assert_same_store(reference, out)
+    # Shard size changes the layout, not the maps.
+    compute(png_dir, tmp_path / "s24.zarr", sigma=SIGMA, device="cpu", workers=1)
+    _assert_same_store(reference, tmp_path / "s24.zarr")
+
+
+def test_threaded_path_with_cpu_backend(png_dir: Path, reference: Path, tmp_path: Path) -> None:
+    """The GPU path (decode threads → compute → write threads), forced with the CPU backend."""
+    seen_threads: set[str] = set()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        seen_threads.add(threading.current_thread().name)
+
+    for workers in (1, 3):
+        out = tmp_path / f"t{workers}.zarr"
+        compute(png_dir, out, sigma=SIGMA, device="cpu", workers=workers, batch_size=3, samples_per_shard=5,
+                parallel="threads", progress=progress)
+        _assert_same_store(reference, out)
+    assert seen_threads == {threading.current_thread().name}
+
+
+def test_scipy_device_matches_cpu(png_dir: Path, reference: Path, tmp_path: Path) -> None:
+    compute(png_dir, tmp_path / "scipy.zarr", sigma=SIGMA, device="scipy", workers=1, samples_per_shard=5)
+    left, right = _arrays(reference), _arrays(tmp_path / "scipy.zarr")
+    for sid in left:
+        np.testing.assert_allclose(right[sid], left[sid], rtol=1e-6, atol=0)
+
+
+def test_float16_and_ignore_index(png_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "f16.zarr"
+    compute(png_dir, out, sigma=SIGMA, device="cpu", workers=1, dtype="float16", ignore_index=2)
+    store = open_store(out)
+    assert 2 not in store.class_counts
+    assert store[0].dtype == np.float16
+    _assert_maps_match_engine(out, inputs=png_dir, ignore_index=2, dtype="float16")
+
+
+def test_progress_stages(png_dir: Path, tmp_path: Path) -> None:
+    calls: list[tuple[str, int, int]] = []
+    compute(png_dir, tmp_path / "p.zarr", sigma=SIGMA, device="cpu", workers=1, samples_per_shard=10,
+            progress=lambda *a: calls.append(a))
+    scans = [c for c in calls if c[0] == "scan"]
+    computes = [c for c in calls if c[0] == "compute"]
+    assert scans[0] == ("scan", 0, 24) and scans[-1] == ("scan", 24, 24)
+    assert [c[1] for c in computes] == [0, 10, 20, 24]
+    assert {c[0] for c in calls} == {"scan", "compute"}
+
+
+# --- class weights --------------------------------------------------------------------------------
+
+
+def test_class_weights_file_dict_and_from_store(png_dir: Path, reference: Path, tmp_path: Path) -> None:
+    weights = {0: 0.5, 1: 2.0, 2: 4.0}
+    r_dict = compute(png_dir, tmp_path / "dict.zarr", sigma=SIGMA, class_weights=weights, device="cpu", workers=1)
+    assert r_dict.class_weights == weights
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps({str(k): v for k, v in weights.items()}))
+    compute(png_dir, tmp_path / "file.zarr", sigma=SIGMA, class_weights=str(path), device="cpu", workers=1)
+    _assert_same_store(tmp_path / "dict.zarr", tmp_path / "file.zarr")
+    assert open_store(tmp_path / "file.zarr").params["class_weights"]["source"] == "file"
+    _assert_maps_match_engine(tmp_path / "dict.zarr", inputs=png_dir)
+
+    # A validation set reuses the training set's weights.
+    val = write_dataset(tmp_path / "val", n=3, shape=(64, 48), seed=9, with_images=False) / "masks"
+    result = compute(val, tmp_path / "val.zarr", sigma=SIGMA, class_weights_from=reference, device="cpu", workers=1)
+    assert result.class_weights == open_store(reference).class_weights
+    assert open_store(tmp_path / "val.zarr").class_weights == open_store(reference).class_weights
+
+    r_median = compute(png_dir, tmp_path / "median.zarr", sigma=SIGMA, class_weights="median", device="cpu", workers=1)
+    assert r_median.class_weights != open_store(reference).class_weights
+
+
+def test_class_weights_errors(png_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(WeightmapsError, match=r"no weight for label\(s\) \[2\]"):
+        compute(png_dir, tmp_path / "a.zarr", sigma=SIGMA, class_weights={0: 1, 1: 2}, device="cpu", workers=1)
+    with pytest.raises(WeightmapsError, match="neither a scheme"):
+        compute(png_dir, tmp_path / "b.zarr", sigma=SIGMA, class_weights="balance", device="cpu", workers=1)
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
+    with pytest.raises(WeightmapsError, match="bad.json"):
+        compute(png_dir, tmp_path / "c.zarr", sigma=SIGMA, class_weights=str(bad_json), device="cpu", workers=1)
+    assert not any(tmp_path.glob("*.zarr"))
+    weights, record = resolve_class_weights("log", {0: 90, 1: 10}, scheme_params={"c": 1.5})
+    assert record == {"source": "scheme", "scheme": "log", "scheme_params": {"c": 1.5}}
+
+
+# --- bad inputs -----------------------------------------------------------------------------------
+
+
+def _bad_dataset(root: Path) -> dict[str, str]:
+    """Good masks plus one of each kind of bad input; returns {file name: expected reason fragment}."""
+    for i, mask in enumerate(make_masks(4, (32, 32), seed=2)):
+        Image.fromarray(mask).save(root / f"good{i}.png")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    tifffile.imwrite(root / "float.tif", np.random.default_rng(0).random((32, 32)).astype(np.float32))
+    np.save(root / "volume.npy", np.zeros((4, 32, 32), np.uint8))
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(root / "label7.png")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "rgb.png")
+    return {"corrupt.png": "", "float.tif": "non-integer", "volume.npy": "3-D", "label7.png": ">= num_classes",
+            "rgb.png": ""}
+
+
+def test_bad_inputs_all_listed(tmp_path: Path) -> None:
+    root = tmp_path / "bad"
+    root.mkdir()
+    expected = _bad_dataset(root)
+    with pytest.raises(BadInputError) as info:
+        compute(root, tmp_path / "out.zarr", sigma=SIGMA, num_classes=3, device="cpu", workers=1)
+    assert not (tmp_path / "out.zarr").exists()
+    bad = {Path(b.path).name: b.reason for b in info.value.bad}
+    assert set(bad) == set(expected)
+    for name, fragment in expected.items():
+        assert fragment in bad[name]
+        assert name in str(info.value)
+
+
+def test_skip_bad_records_them(tmp_path: Path) -> None:
+    root = tmp_path / "bad"
+    root.mkdir()
+    expected = _bad_dataset(root)
+    out = tmp_path / "out.zarr"
+    result = compute(root, out, sigma=SIGMA, num_classes=3, skip_bad=True, device="cpu", workers=2, samples_per_shard=1)
+    assert result.n_bad == len(expected) and result.n_samples == 4
+    store = open_store(out)
+    assert store.ids == [f"good{i}" for i in range(4)]
+    assert {Path(b["path"]).name for b in store.report["bad"]} == set(expected)
+    assert all(b["reason"] for b in store.report["bad"])
+    _assert_maps_match_engine(out, inputs=sorted(root.glob("good*.png")))
+
+
+def test_scan_counts_and_groups(png_dir: Path) -> None:
+    result = scan(png_dir, ignore_index=0)
+    assert 0 not in result.counts
+    assert result.groups() == {(64, 48): 24}
+    assert len(result.ids) == 24 and not result.bad
+
+
+# --- dry run, existing stores, resume -------------------------------------------------------------
+
+
+def test_dry_run_writes_nothing(png_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dry.zarr"
+    result = compute(png_dir, out, sigma=SIGMA, dry_run=True, samples_per_shard=5)
+    assert isinstance(result, ComputeResult)
+    assert not out.exists()
+    assert result.plan is not None
+    assert result.plan["n_samples"] == 24
+    assert result.plan["n_shards"] == 5
+    assert result.plan["groups"][0]["shape"] == [64, 48]
+    assert result.plan["estimated_bytes"] == 24 * 64 * 48 * 4
+    assert result.n_computed == 0
+
+
+def test_existing_store_needs_resume_or_overwrite(png_dir: Path, reference: Path, tmp_path: Path) -> None:
+    with pytest.raises(WeightmapsError, match="ref.zarr"):
+        compute(png_dir, reference, sigma=SIGMA, device="cpu", workers=1)
+    with pytest.raises(WeightmapsError, match="exclude each other"):
+        compute(png_dir, tmp_path / "x.zarr", sigma=SIGMA, resume=True, overwrite=True)
+    # Resuming a complete store computes nothing and writes nothing.
+    before = (reference / "zarr.json").read_bytes()
+    result = compute(png_dir, reference, sigma=SIGMA, device="cpu", workers=1, resume=True)
+    assert result.n_computed == 0 and result.n_samples == 24
+    assert (reference / "zarr.json").read_bytes() == before
+
+
+class _Killed(Exception):
+    pass
+
+
+def _partial_run(inputs: Path, out: Path, shards_done: int, **kwargs: object) -> None:
+    """A run that dies after ``shards_done`` shards (progress is called after each shard)."""
+    count = 0
+
+    def progress(stage: str, done: int, total: int) -> None:
+        nonlocal count
+        if stage == "compute" and done > 0:
+            count += 1
+            if count >= shards_done:
+                raise _Killed
+
+    with pytest.raises(_Killed):
+        compute(inputs, out, sigma=SIGMA, device="cpu", progress=progress, **kwargs)  # type: ignore[arg-type]
+
+
+def test_resume_after_partial_run_equals_straight_run(png_dir: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "partial.zarr"
+    _partial_run(png_dir, out, 2, workers=1, samples_per_shard=5)
+    store = open_store(out)
+    assert not store.complete
+    assert np.isnan(store[store.ids[-1]]).all()  # unwritten maps are NaN, never plausible weights
+    result = compute(png_dir, out, sigma=SIGMA, device="cpu", workers=2, resume=True)
+    assert result.n_computed == 24 - 10
+    _assert_same_store(reference, out)
+    final, ref = open_store(out), open_store(reference)
+    assert final.complete and final.params == ref.params and final.class_weights == ref.class_weights
+    assert {**final.report, "last_run": None} == {**ref.report, "last_run": None}
+    assert final.report["last_run"]["n_computed"] == 14 and ref.report["last_run"]["n_computed"] == 24
+
+
+def test_resume_refuses_changed_params_or_inputs(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "data", n=6, shape=(32, 32), seed=4, with_images=False) / "masks"
+    out = tmp_path / "partial.zarr"
+    _partial_run(root, out, 1, workers=1, samples_per_shard=2)
+    with pytest.raises(WeightmapsError, match="sigma"):
+        compute(root, out, sigma=SIGMA + 1, device="cpu", workers=1, resume=True)
+    with pytest.raises(WeightmapsError, match="class_weights"):
+        compute(root, out, sigma=SIGMA, class_weights="none", device="cpu", workers=1, resume=True)
+    # Rewrite one mask (new content, new mtime): the input fingerprint changes.
+    target = root / "sample_00005.png"
+    original, stat = target.read_bytes(), target.stat()
+    Image.fromarray(make_masks(1, (32, 32), seed=99)[0]).save(target)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(WeightmapsError, match="fingerprint|changed"):
+        compute(root, out, sigma=SIGMA, device="cpu", workers=1, resume=True)
+    target.write_bytes(original)
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    # Device, workers and batch size are not parameters: resuming with others is fine.
+    compute(root, out, sigma=SIGMA, device="scipy", workers=2, batch_size=1, resume=True, class_weights="balanced")
+    assert open_store(out).complete

@@ -1,0 +1,5 @@
+"""``python -m weightmaps`` runs the CLI."""
+
+from weightmaps.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""``weightmaps compute``: a dataset of masks → a sharded zarr store of weight maps."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from weightmaps.cli.options import (
+    class_weights_opt,
+    connectivity_opt,
+    device_opt,
+    echo_json,
+    ignore_index_opt,
+    label_map_opt,
+    sigma_opt,
+    spacing_opt,
+    verbosity_opts,
+)
+
+
+class ProgressBars:
+    """The library's ``progress(stage, done, total)`` callback drawn as one tqdm bar per stage."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            from tqdm import tqdm
+
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, initial=done, desc=stage, unit="mask", file=sys.stderr,
+                            dynamic_ncols=True, smoothing=0.1)
+            return
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> ProgressBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+@click.command("compute")
+@click.argument("inputs", metavar="INPUT")
+@click.option("--out", "-o", required=True, metavar="STORE", help="Output zarr store (a directory).")
+@sigma_opt
+@class_weights_opt
+@click.option("--class-weights-from", metavar="STORE", default=None,
+              help="Reuse another store's class weights (e.g. the training set's for a validation set).")
+@ignore_index_opt
+@spacing_opt
+@connectivity_opt
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
+@device_opt
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Masks per engine call (default: a shard on the CPU, ~16 M pixels on the GPU).")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
+              help="CPU processes (default: all cores); decode/write threads on the GPU.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Labels must be < N (the ignore label excepted).")
+@label_map_opt
+@click.option("--samples-per-shard", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Samples per shard file (default: about 16 MiB of maps).")
+@click.option("--resume", is_flag=True, help="Complete an interrupted run (refused if parameters or inputs changed).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan; write nothing.")
+@click.option("--skip-bad", is_flag=True, help="Record bad inputs in the store's report and go on.")
+@click.option("--dask-workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Run the scan and the shards on a local Dask cluster of N worker processes "
+              "(needs weightmaps[dask]).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on an existing Dask cluster, e.g. tcp://10.0.0.1:8786 (inputs and STORE must be "
+              "on a filesystem every worker sees, by the same paths).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON.")
+@verbosity_opts
+def compute_cmd(inputs: str, out: str, resume: bool, overwrite: bool, progress: bool, as_json: bool,
+                dask_workers: int | None, scheduler: str | None, **options: Any) -> None:
+    """Compute the weight map of every mask in INPUT into the zarr store STORE.
+
+    INPUT is a directory (searched recursively), a glob, a text file listing mask paths, or a
+    zarr array of masks. Bad inputs are all listed, then the command exits with status 2 unless
+    --skip-bad is given. A killed run is completed with --resume.
+
+    \b
+    weightmaps compute data/train/masks --out train.zarr --sigma 2
+    weightmaps compute data/val/masks --out val.zarr --sigma 2 --class-weights-from train.zarr
+    """
+    from weightmaps.pipeline import compute
+
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other")
+    if dask_workers is not None and scheduler is not None:
+        raise click.UsageError("--dask-workers and --scheduler exclude each other")
+    with ProgressBars(progress) as bars:
+        if dask_workers is not None or scheduler is not None:
+            from weightmaps import distributed  # looked up at call time: the module is the API
+
+            result = distributed.compute_on_dask(
+                dask_workers if dask_workers is not None else scheduler, inputs, out,
+                resume=resume, overwrite=overwrite, progress=bars, **options,
+            )
+        else:
+            result = compute(inputs, out, resume=resume, overwrite=overwrite, progress=bars, **options)
+    if result.plan is not None:
+        if as_json:
+            echo_json(result.plan)
+            return
+        plan = result.plan
+        click.echo(f"dry run: would write {plan['n_samples']} weight maps to {plan['store']}"
+                   + (" (it exists)" if plan["exists"] else ""))
+        for g in plan["groups"]:
+            click.echo(f"  shape {tuple(g['shape'])}: {g['n_samples']} maps in {g['n_shards']} shard(s) "
+                       f"of {g['samples_per_shard']}, {_human_bytes(g['bytes'])} uncompressed")
+        click.echo(f"  class weights: {json.dumps(plan['class_weights'])}")
+        if plan["spacing"] is not None:
+            click.echo(f"  spacing: {tuple(plan['spacing'])}")
+        for b in plan["bad"]:
+            click.echo(f"  would skip {b['path'] or b['id']}: {b['reason']}")
+        return
+    if as_json:
+        echo_json({
+            "store": result.store, "n_samples": result.n_samples, "n_computed": result.n_computed,
+            "n_bad": result.n_bad, "bad": [b.as_dict() for b in result.bad],
+            "class_weights": result.class_weights, "seconds": result.seconds,
+            "busy_seconds": result.busy_seconds, "masks_per_second": result.masks_per_second,
+            "device": result.device,
+        })
+        return
+    skipped = f", skipped {result.n_bad} bad input(s) (listed in the store's report)" if result.n_bad else ""
+    resumed = f" ({result.n_samples - result.n_computed} were already there)" if result.n_computed < result.n_samples else ""
+    click.echo(
+        f"wrote {result.n_computed} weight maps to {result.store}{resumed}{skipped} in "
+        f"{result.seconds['total']:.1f} s ({result.masks_per_second:.1f} masks/s on {result.device})"
+    )

@@ -1,0 +1,64 @@
+"""``weightmaps info``: what a store holds and whether it is complete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from weightmaps.cli.compute import _human_bytes
+from weightmaps.cli.options import echo_json, verbosity_opts
+
+
+@click.command("info")
+@click.argument("store", metavar="STORE")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@verbosity_opts
+def info_cmd(store: str, as_json: bool) -> None:
+    """Parameters, samples, completeness, dtype, size on disk and class weights of STORE."""
+    from weightmaps.store import open_store
+
+    ws = open_store(store)
+    n = len(ws)
+    written = sum(ws.digest(i) is not None for i in range(n)) if not ws.complete else n
+    shapes: dict[tuple[int, ...], int] = {}
+    for i in range(n):
+        shape = ws.shape(i)
+        shapes[shape] = shapes.get(shape, 0) + 1
+    info: dict[str, Any] = {
+        "store": str(ws.path),
+        "complete": ws.complete,
+        "n_samples": n,
+        "n_written": written,
+        "dtype": str(ws.dtype),
+        "shapes": [{"shape": list(s), "n_samples": k} for s, k in shapes.items()],
+        "bytes_on_disk": ws.nbytes_on_disk(),
+        "params": ws.params,
+        "class_counts": {str(k): v for k, v in ws.class_counts.items()},
+        "class_weights": {str(k): v for k, v in ws.class_weights.items()},
+        "report": ws.report,
+    }
+    if as_json:
+        echo_json(info)
+        return
+    state = "complete" if ws.complete else f"INCOMPLETE: {written} of {n} maps written (finish it with --resume)"
+    click.echo(f"{ws.path}: {n} weight maps, {state}")
+    click.echo(f"  dtype {info['dtype']}, {_human_bytes(info['bytes_on_disk'])} on disk")
+    for s in info["shapes"]:
+        click.echo(f"  shape {tuple(s['shape'])}: {s['n_samples']} maps")
+    params = dict(ws.params)
+    cw = params.pop("class_weights", None)
+    for key, value in params.items():
+        click.echo(f"  {key}: {value}")
+    if isinstance(cw, dict):
+        source = {k: v for k, v in cw.items() if k != "values"}
+        click.echo(f"  class weights from: {source}")
+    click.echo("  class   pixels      weight")
+    for label, weight in ws.class_weights.items():
+        click.echo(f"  {label:>5}  {ws.class_counts.get(label, 0):>7}  {weight:>10.4g}")
+    report = ws.report or {}
+    bad = report.get("bad") or []
+    if bad:
+        click.echo(f"  {len(bad)} bad input(s) skipped:")
+        for b in bad:
+            click.echo(f"    {b.get('path') or b.get('id')}: {b.get('reason')}")

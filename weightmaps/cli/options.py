@@ -1,0 +1,114 @@
+"""Options and parameter types shared by the commands (defined once, like rasterio's ``rio``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _parse_spacing(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        spacing = tuple(float(v) for v in value.replace("x", ",").split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected numbers separated by commas, like 2.5,1,1; got {value!r}") from None
+    if not all(s > 0 for s in spacing):
+        raise click.BadParameter(f"spacing values must be > 0, got {value!r}")
+    return spacing
+
+
+def _parse_label_map(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[int, int] | None:
+    if not value:
+        return None
+    mapping: dict[int, int] = {}
+    for item in value.split(","):
+        try:
+            src, dst = item.split(":")
+            mapping[int(src)] = int(dst)
+        except ValueError:
+            raise click.BadParameter(f"expected SRC:DST pairs separated by commas, like 255:1; got {item!r}") from None
+    return mapping
+
+
+ignore_index_opt = click.option(
+    "--ignore-index", type=int, default=None, metavar="N",
+    help="Label that gets weight 0 and is left out of the class counts (e.g. 255).",
+)
+label_map_opt = click.option(
+    "--label-map", callback=_parse_label_map, default=None, metavar="SRC:DST,...",
+    help="Replace labels when reading, e.g. 255:1 for 0/255 binary masks.",
+)
+spacing_opt = click.option(
+    "--spacing", callback=_parse_spacing, default=None, metavar="Z,Y,X",
+    help="Pixel spacing per array axis (default: the NIfTI header's, else 1).",
+)
+connectivity_opt = click.option(
+    "--connectivity", type=click.IntRange(1, 3), default=1, show_default=True,
+    help="Neighbourhood that defines label edges: 1 = faces, up to the number of axes = all neighbours.",
+)
+sigma_opt = click.option(
+    "--sigma", type=click.FloatRange(min=0, min_open=True), required=True,
+    help="Width of the edge uncertainty, in spacing units (pixels by default).",
+)
+class_weights_opt = click.option(
+    "--class-weights", default="balanced", show_default=True, metavar="SCHEME|FILE",
+    help="balanced, median, log, effective or none over the dataset's class counts, "
+    "or a JSON file {label: weight}.",
+)
+device_opt = click.option(
+    "--device", type=click.Choice(["auto", "cuda", "cpu", "scipy"]), default="auto", show_default=True,
+    help="auto takes the GPU when CuPy and cuCIM find one; scipy is the slow reference.",
+)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+class ClickEchoHandler(logging.Handler):
+    """Log records to stderr through click, looked up at each record (so CliRunner captures it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def configure_logging(verbosity: int) -> None:
+    """-q: errors only; default: warnings; -v: info; -vv: debug. Logs go to stderr."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(max(-1, min(verbosity, 2)), logging.DEBUG)
+    logger = logging.getLogger("weightmaps")
+    for handler in list(logger.handlers):
+        if isinstance(handler, ClickEchoHandler):
+            logger.removeHandler(handler)
+    handler = ClickEchoHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+def _adjust_verbosity(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value:
+        root = ctx.find_root()
+        root.ensure_object(dict)
+        sign = 1 if param.name == "verbose" else -1
+        root.obj["verbosity"] = root.obj.get("verbosity", 0) + sign * value
+        configure_logging(root.obj["verbosity"])
+    return value
+
+
+def verbosity_opts(f: F) -> F:
+    """``-v/-q`` after the command name too (``weightmaps compute ... -v``)."""
+    f = click.option("-q", "--quiet", count=True, expose_value=False, callback=_adjust_verbosity,
+                     help="Less logging on stderr.")(f)
+    f = click.option("-v", "--verbose", count=True, expose_value=False, callback=_adjust_verbosity,
+                     help="More logging on stderr (-vv: debug).")(f)
+    return f
