@@ -121,18 +121,18 @@ def test_groups_by_shape_in_order_of_first_appearance(tmp_path: Path) -> None:
 
 
 def test_automatic_samples_per_shard(tmp_path: Path) -> None:
-    # 1024 x 1024 float32 is 4 MiB a map: 16 per 64 MiB shard; float16: 32. Writes metadata only.
-    ids, shapes = [f"s{i}" for i in range(40)], [(1024, 1024)] * 40
+    # 1024 x 1024 float32 is 4 MiB a map: 4 per 16 MiB shard; float16: 8. Writes metadata only.
+    ids, shapes = [f"s{i}" for i in range(10)], [(1024, 1024)] * 10
     kw = {"params": {}, "class_counts": {}, "class_weights": {}, "fingerprint": ""}
     w32 = create_store(tmp_path / "a.zarr", ids=ids, shapes=shapes, dtype="float32", **kw)
-    assert [len(t) for t in w32.tasks()] == [16, 16, 8]
+    assert [len(t) for t in w32.tasks()] == [4, 4, 2]
     w16 = create_store(tmp_path / "b.zarr", ids=ids, shapes=shapes, dtype="float16", **kw)
-    assert [len(t) for t in w16.tasks()] == [32, 8]
+    assert [len(t) for t in w16.tasks()] == [8, 2]
     # Tiny maps: capped at 1024 samples a shard; a small group is one shard.
     many = [f"s{i}" for i in range(1500)]
     w = create_store(tmp_path / "c.zarr", ids=many, shapes=[(4, 4)] * 1500, dtype="float32", **kw)
     assert [len(t) for t in w.tasks()] == [1024, 476]
-    # A map larger than 64 MiB still gets a shard of its own.
+    # A map larger than 16 MiB still gets a shard of its own.
     w = create_store(
         tmp_path / "d.zarr", ids=["v"], shapes=[(300, 300, 300)], dtype="float32", **kw
     )

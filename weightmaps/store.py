@@ -21,7 +21,7 @@ Markers live inside each array's directory rather than in a top-level ``_markers
 zarr lists every entry of a group directory when consolidating and warns about anything that is not
 a zarr node; it never lists an array's directory.
 
-Memory: one `write_shard` call holds the shard (``samples_per_shard`` maps, about 64 MiB with the
+Memory: one `write_shard` call holds the shard (``samples_per_shard`` maps, about 16 MiB with the
 automatic choice, or one map if a single map is larger) plus zarr's encoded copy of it, so a writer
 peaks near two to three times the shard size.
 """
@@ -50,7 +50,11 @@ from weightmaps.errors import WeightmapsError
 __all__ = ["ShardTask", "StoreWriter", "WeightStore", "create_store", "open_store", "resume_store"]
 
 FORMAT_VERSION = 1
-SHARD_TARGET_BYTES = 64 * 2**20  # uncompressed bytes per shard for the automatic choice
+# Uncompressed bytes per shard for the automatic choice. Small enough that a modest dataset still
+# splits into many shards (shards are the unit of parallel work: 512 maps of 256² make 8 shards,
+# 64 of 1024² make 16) and that a shard in flight costs little memory; large enough that a store
+# of 100,000 maps of 256² is ~1,600 files, not 100,000.
+SHARD_TARGET_BYTES = 16 * 2**20
 MAX_SAMPLES_PER_SHARD = 1024
 DTYPES = ("float32", "float16")
 _KEY = "weightmaps"  # root attribute holding everything we record
@@ -205,7 +209,7 @@ def create_store(
     params, class_counts, class_weights, fingerprint
         Recorded in the root attributes; ``params`` and ``fingerprint`` are checked on resume.
     samples_per_shard : int, optional
-        Samples per shard (the unit of writing). Default: about 64 MiB uncompressed per shard,
+        Samples per shard (the unit of writing). Default: about 16 MiB uncompressed per shard,
         between 1 and 1024 and at most the group size.
     compression : {"zstd", None}
         zstd level 1 (fast; weight maps are smooth and shrink several-fold) or no compression.
