@@ -1,0 +1,699 @@
+"""Training with weight maps in PyTorch: a dataset, the paper's weighted loss, on-the-fly weights.
+
+Optional extra (``pip install weightmaps[torch]``). This is the only module of the library that
+imports torch; ``import weightmaps`` never does.
+
+- :class:`WeightMapDataset` reads image, mask and precomputed weight map of one sample, matched by
+  sample id, and checks that the weights were computed from these very masks.
+- :func:`albumentations_transform` and :func:`torchvision_transform` make joint augmentation a
+  one-liner: image, mask and weight move together, padding gets weight 0.
+- :func:`weighted_cross_entropy` is Eq. 3 of Bressan et al. (2021): the mean over pixels of
+  ``w(x) * CE(x)``.
+- :class:`PixelWeights` computes ``w(x)`` for a batch of label tensors after augmentation, on the
+  tensors' device (CUDA tensors reach CuPy through DLPack, without a host copy).
+
+Examples
+--------
+>>> from torch.utils.data import DataLoader
+>>> from weightmaps.torch import WeightMapDataset, weighted_cross_entropy
+>>> ds = WeightMapDataset("data/images", "data/masks", "weights.zarr")  # doctest: +SKIP
+>>> for batch in DataLoader(ds, batch_size=8, num_workers=4):           # doctest: +SKIP
+...     loss = weighted_cross_entropy(model(batch["image"]), batch["mask"], batch["weight"])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from weightmaps.errors import WeightmapsError
+
+__all__ = [
+    "PixelWeights",
+    "WeightMapDataset",
+    "albumentations_transform",
+    "torchvision_transform",
+    "weighted_cross_entropy",
+]
+
+Sample = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------
+
+
+class WeightMapDataset(torch.utils.data.Dataset):
+    """Images, masks and precomputed weight maps, matched by sample id.
+
+    Parameters
+    ----------
+    images, masks
+        Anything :func:`weightmaps.sources.open_source` accepts: a directory (searched
+        recursively), a glob, a text file listing paths, a zarr array (path or ``zarr.Array``) or a
+        list of paths. Sample ids are paths relative to the root without extension, as the store
+        names them, so ``images/a/001.png`` pairs with ``masks/a/001.png``.
+    weights
+        Path of a store written by :func:`weightmaps.compute` from these masks.
+    transform
+        ``transform(sample) -> sample``, applied to the dict described below; see
+        :func:`albumentations_transform` and :func:`torchvision_transform`.
+    label_map
+        Applied to the masks as they are read; pass the one given to :func:`weightmaps.compute`.
+    check
+        Compare each mask's digest with the digest the store recorded for its id, so weights
+        computed from other masks (an older annotation, another label map) are refused. Costs one
+        hash of the mask per read.
+
+    Returns (per item)
+    ------------------
+    ``{"image": float32 (C, H, W), "mask": int64 (H, W), "weight": float32 (H, W), "id": str}``;
+    volumes give ``(C, D, H, W)`` and ``(D, H, W)``. ``uint8`` images are scaled to [0, 1],
+    ``uint16`` to [0, 1] by 65535 (as ``torchvision``'s ``ToDtype(scale=True)``), ``bool`` to
+    0/1; other dtypes are cast to float32 unchanged. A grayscale image gets a channel axis of 1;
+    channels-last images (``H, W, C``) are moved to channels-first. The layout is read from the
+    mask's shape: the image must have the mask's shape, or one extra axis (last or first).
+
+    Raises
+    ------
+    WeightmapsError
+        At construction: the store is incomplete, or the image / mask / store id sets differ.
+        On read (naming the sample id): the mask digest differs from the store's, the weight map
+        shape differs from the mask shape, or the image does not fit the mask.
+
+    Notes
+    -----
+    Only paths and options are kept in the object's state. The store, files and zarr arrays are
+    opened on first use in each process (keyed by ``os.getpid()``), so the dataset pickles
+    cleanly and ``DataLoader(num_workers>0)`` works with the fork, spawn and forkserver start
+    methods, reading exactly what ``num_workers=0`` reads.
+    """
+
+    def __init__(
+        self,
+        images: Any,
+        masks: Any,
+        weights: str | os.PathLike[str],
+        *,
+        transform: Callable[[Sample], Sample] | None = None,
+        label_map: Mapping[int, int] | None = None,
+        check: bool = True,
+    ) -> None:
+        from weightmaps.sources import open_source
+        from weightmaps.store import open_store
+
+        self.transform = transform
+        self.check = check
+        self._weights_path = os.fspath(weights)
+        store = open_store(self._weights_path)
+        if not store.complete:
+            raise WeightmapsError(
+                f"weight store {self._weights_path} is incomplete (compute was interrupted or is "
+                "still running); finish it with compute(..., resume=True) before training"
+            )
+        if label_map is None:  # the label map the store was computed with, if any
+            stored = store.params.get("label_map")
+            label_map = {int(k): int(v) for k, v in stored.items()} if stored else None
+        self._masks = open_source(masks, label_map=dict(label_map) if label_map else None)
+        self._images = _ImageSource(images)
+
+        store_ids = list(store.ids)
+        # samples the compute run skipped as bad (skip_bad=True) are not expected in the store
+        report = store.report if isinstance(store.report, Mapping) else {}
+        skipped = {b["id"] for b in report.get("bad") or () if isinstance(b, Mapping) and "id" in b}
+        mask_ids = [i for i in self._masks.ids if i not in skipped]
+        image_ids = [i for i in self._images.ids if i not in skipped]
+        _same_ids("weight store " + self._weights_path, store_ids,
+                  "masks " + self._masks.description, mask_ids)
+        _same_ids("weight store " + self._weights_path, store_ids,
+                  "images " + self._images.description, image_ids)
+        self.ids: list[str] = store_ids
+        mask_index = {sid: k for k, sid in enumerate(self._masks.ids)}
+        image_index = {sid: k for k, sid in enumerate(self._images.ids)}
+        self._mask_index = [mask_index[i] for i in store_ids]
+        self._image_index = [image_index[i] for i in store_ids]
+        self._store: Any = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_store"] = None
+        state["_pid"] = None
+        return state
+
+    def _weight_store(self) -> Any:
+        pid = os.getpid()
+        if self._pid != pid:  # first use in this process (worker, or parent after a fork)
+            from weightmaps.store import open_store
+
+            self._store = open_store(self._weights_path)
+            self._pid = pid
+        return self._store
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        sid = self.ids[index]
+        mask = np.asarray(self._masks.read(self._mask_index[index]))
+        if self.check:
+            from weightmaps.sources import mask_digest
+
+            expected = self._weight_store().digest(sid)
+            got = mask_digest(mask)
+            if expected is not None and got != expected:
+                raise WeightmapsError(
+                    f"sample {sid!r}: mask digest {got} differs from the digest {expected} the "
+                    f"weight store {self._weights_path} recorded; the weights were computed from "
+                    "other masks (or another label_map): recompute them"
+                )
+        weight = np.asarray(self._weight_store()[sid])
+        if weight.shape != mask.shape:
+            raise WeightmapsError(
+                f"sample {sid!r}: weight map shape {weight.shape} in {self._weights_path} differs "
+                f"from mask shape {mask.shape}"
+            )
+        image = _channels_first(self._images.read(self._image_index[index]), mask.shape, sid)
+        sample: Sample = {
+            "image": torch.from_numpy(_to_float(image)),
+            "mask": torch.from_numpy(mask.astype(np.int64, copy=False)),
+            "weight": torch.from_numpy(weight.astype(np.float32, copy=False)),
+            "id": sid,
+        }
+        if self.transform is not None:
+            sample = _as_sample(self.transform(sample), sid)
+        return sample
+
+    def __repr__(self) -> str:
+        return (
+            f"WeightMapDataset({len(self)} samples, weights={self._weights_path!r}, "
+            f"transform={self.transform!r})"
+        )
+
+
+def _same_ids(name_a: str, a: Sequence[str], name_b: str, b: Sequence[str]) -> None:
+    sa, sb = set(a), set(b)
+    if sa == sb:
+        return
+    only_a, only_b = sorted(sa - sb), sorted(sb - sa)
+    parts = []
+    if only_a:
+        parts.append(f"{len(only_a)} only in {name_a} (first: {only_a[0]!r})")
+    if only_b:
+        parts.append(f"{len(only_b)} only in {name_b} (first: {only_b[0]!r})")
+    raise WeightmapsError("sample ids do not match: " + "; ".join(parts))
+
+
+class _ImageSource:
+    """Images listed like masks (same ids), read with ``read_image``, zarr opened per process.
+
+    Accepts what :func:`~weightmaps.sources.open_source` accepts, but lists every suffix in
+    ``IMAGE_SUFFIXES`` (JPEG too) and any array dtype.
+    """
+
+    def __init__(self, inputs: Any) -> None:
+        import zarr
+
+        from weightmaps.sources import IMAGE_SUFFIXES, LIST_SUFFIXES
+
+        self._zarr_input: Any = None
+        self._array: Any = None
+        self._pid: int | None = None
+        paths: list[str] = []
+        root = None
+        if isinstance(inputs, zarr.Array) or (
+            isinstance(inputs, (str, os.PathLike)) and _is_zarr_array(os.fspath(inputs))
+        ):
+            arr = inputs if isinstance(inputs, zarr.Array) else zarr.open_array(
+                os.fspath(inputs), mode="r")
+            n = arr.shape[0]
+            width = max(6, len(str(n - 1)))
+            self._zarr_input = inputs if isinstance(inputs, zarr.Array) else os.fspath(inputs)
+            self.description = str(inputs) if not isinstance(inputs, zarr.Array) else str(
+                inputs.store_path)
+            self.ids = [f"{i:0{width}d}" for i in range(n)]
+            self._paths: list[str | None] = [None] * n
+            return
+        if isinstance(inputs, (str, os.PathLike)):
+            spec = os.path.expanduser(os.fspath(inputs))
+            self.description = os.fspath(inputs)
+            if os.path.isdir(spec):
+                root = spec
+                for dirpath, dirnames, filenames in os.walk(spec):
+                    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                    paths += [os.path.join(dirpath, f) for f in sorted(filenames)
+                              if not f.startswith(".") and _suffix(f) in IMAGE_SUFFIXES]
+            elif os.path.isfile(spec) and _suffix(spec) in LIST_SUFFIXES:
+                base = os.path.dirname(os.path.abspath(spec))
+                with open(spec, encoding="utf-8") as f:
+                    paths = [os.path.join(base, line.strip()) for line in f
+                             if line.strip() and not line.strip().startswith("#")]
+            elif os.path.isfile(spec):
+                paths = [spec]
+            else:
+                import glob
+
+                paths = [p for p in sorted(glob.glob(spec, recursive=True))
+                         if os.path.isfile(p) and _suffix(p) in IMAGE_SUFFIXES]
+                parts: list[str] = []
+                for part in Path(spec).parts:
+                    if set("*?[") & set(part):
+                        break
+                    parts.append(part)
+                root = str(Path(*parts)) if parts else "."
+        else:
+            self.description = f"list of {len(inputs)} paths"
+            paths = [os.fspath(p) for p in inputs]
+        if not paths:
+            raise WeightmapsError(f"images {self.description}: no image files found "
+                                  f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
+        paths = [os.path.abspath(p) for p in paths]
+        if root is None:
+            root = os.path.commonpath([os.path.dirname(p) for p in paths])
+        root = os.path.abspath(root)
+        refs = []
+        for p in paths:
+            rel = Path(os.path.relpath(p, root)).as_posix()
+            refs.append((rel[: len(rel) - len(_suffix(rel))], p))
+        refs.sort()
+        for (a, pa), (b, pb) in zip(refs, refs[1:]):
+            if a == b:
+                raise WeightmapsError(f"images: duplicate sample id {a!r}: {pa} and {pb}")
+        self.ids = [r[0] for r in refs]
+        self._paths = [r[1] for r in refs]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_array"] = None
+        state["_pid"] = None
+        return state
+
+    def read(self, i: int) -> np.ndarray:
+        path = self._paths[i]
+        if path is not None:
+            from weightmaps.sources import read_image
+
+            return np.asarray(read_image(path))
+        pid = os.getpid()
+        if self._pid != pid:
+            import zarr
+
+            src = self._zarr_input
+            self._array = zarr.open_array(src, mode="r") if isinstance(src, str) else src
+            self._pid = pid
+        return np.asarray(self._array[i])
+
+
+def _suffix(path: str) -> str:
+    name = os.path.basename(path).lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
+
+
+def _is_zarr_array(path: str) -> bool:
+    import json
+
+    meta = os.path.join(path, "zarr.json")
+    if os.path.isfile(meta):
+        with open(meta, encoding="utf-8") as f:
+            return json.load(f).get("node_type") == "array"
+    return os.path.isfile(os.path.join(path, ".zarray"))
+
+
+def _channels_first(image: np.ndarray, mask_shape: tuple[int, ...], sid: str) -> np.ndarray:
+    if image.shape == mask_shape:
+        return image[None]
+    if image.ndim == len(mask_shape) + 1:
+        if image.shape[:-1] == mask_shape:
+            return np.moveaxis(image, -1, 0)
+        if image.shape[1:] == mask_shape:
+            return image
+    raise WeightmapsError(
+        f"sample {sid!r}: image shape {image.shape} does not fit mask shape {mask_shape} "
+        "(expected the mask's shape, or one extra channel axis first or last)"
+    )
+
+
+def _to_float(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        out = image.astype(np.float32) / np.float32(255)
+    elif image.dtype == np.uint16:
+        out = image.astype(np.float32) / np.float32(65535)
+    else:
+        out = image.astype(np.float32)
+    return np.ascontiguousarray(out)
+
+
+def _tensor(x: Any) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(x))
+    return t.as_subclass(torch.Tensor)  # drop tv_tensors wrappers
+
+
+def _as_sample(out: Any, sid: str) -> Sample:
+    """Normalize what a transform returned: tensors, float32 image/weight, int64 mask."""
+    if not isinstance(out, Mapping) or not {"image", "mask", "weight"} <= set(out):
+        raise WeightmapsError(
+            f"sample {sid!r}: transform must return a dict with 'image', 'mask' and 'weight'"
+        )
+    sample = dict(out)
+    mask = _tensor(sample["mask"])
+    if mask.is_floating_point():
+        mask = mask.round()
+    sample["mask"] = mask.to(torch.int64)
+    sample["weight"] = _tensor(sample["weight"]).to(torch.float32)
+    sample["image"] = _tensor(sample["image"]).to(torch.float32)
+    sample.setdefault("id", sid)
+    if sample["mask"].shape != sample["weight"].shape:
+        raise WeightmapsError(
+            f"sample {sid!r}: after the transform, mask shape {tuple(sample['mask'].shape)} "
+            f"differs from weight shape {tuple(sample['weight'].shape)}; pass the weight to the "
+            "transform as a mask (albumentations: masks=[mask, weight]; torchvision: "
+            "tv_tensors.Mask)"
+        )
+    return sample
+
+
+# --------------------------------------------------------------------------------------------
+# Joint transforms
+# --------------------------------------------------------------------------------------------
+
+
+class _AlbumentationsTransform:
+    def __init__(self, aug: Callable[..., dict[str, Any]]) -> None:
+        self.aug = aug
+
+    def __call__(self, sample: Sample) -> Sample:
+        image = sample["image"].numpy()
+        mask = sample["mask"].numpy()
+        weight = sample["weight"].numpy()
+        if mask.ndim == 2:
+            out = self.aug(image=np.ascontiguousarray(np.moveaxis(image, 0, -1)),
+                           masks=[mask, weight])
+            new_image, (new_mask, new_weight) = out["image"], out["masks"]
+        elif mask.ndim == 3:
+            # albumentations' 3-D targets: volume (D, H, W, C) and a stacked masks3d array
+            out = self.aug(volume=np.ascontiguousarray(np.moveaxis(image, 0, -1)),
+                           masks3d=np.stack([mask.astype(np.float32), weight]))
+            new_image, (new_mask, new_weight) = out["volume"], out["masks3d"]
+        else:
+            raise WeightmapsError(f"sample {sample.get('id')!r}: mask must be 2-D or 3-D")
+        return {
+            **sample,
+            "image": torch.from_numpy(np.ascontiguousarray(np.moveaxis(new_image, -1, 0))),
+            "mask": torch.from_numpy(np.rint(np.asarray(new_mask)).astype(np.int64)),
+            "weight": torch.from_numpy(np.asarray(new_weight, dtype=np.float32)),
+        }
+
+    def __repr__(self) -> str:
+        return f"albumentations_transform({self.aug!r})"
+
+
+def albumentations_transform(aug: Callable[..., dict[str, Any]]) -> Callable[[Sample], Sample]:
+    """Wrap an albumentations ``Compose`` as a joint transform for :class:`WeightMapDataset`.
+
+    The image is passed channels-last (``image=`` for 2-D, ``volume=`` for 3-D) and mask and
+    weight as masks (``masks=[mask, weight]``, ``masks3d=`` for 3-D), so geometric transforms move
+    all three together and mask interpolation (nearest by default) applies to the weight. Padding
+    fills masks with ``fill_mask`` (0 by default in albumentations 2.x, keep it): padded pixels
+    get weight 0 and so contribute nothing to :func:`weighted_cross_entropy`, whatever label they
+    get. The image arrives as float32 in [0, 1] (uint8 was already scaled).
+
+    Examples
+    --------
+    >>> import albumentations as A
+    >>> aug = A.Compose([
+    ...     A.HorizontalFlip(p=0.5),
+    ...     A.PadIfNeeded(256, 256, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),
+    ...     A.RandomCrop(256, 256),
+    ...     A.Affine(rotate=(-15, 15), fill=0, fill_mask=0, p=0.5),
+    ... ])  # doctest: +SKIP
+    >>> ds = WeightMapDataset(images, masks, store, transform=albumentations_transform(aug))
+    ... # doctest: +SKIP
+
+    Notes
+    -----
+    Weights were computed for the untransformed mask. Flips, crops, padding and rotations keep
+    the distance to the edges; strong scaling does not (distances scale too): if that matters,
+    compute the weights after augmentation with :class:`PixelWeights`.
+    """
+    return _AlbumentationsTransform(aug)
+
+
+class _TorchvisionTransform:
+    def __init__(self, aug: Callable[[Any], Any]) -> None:
+        self.aug = aug
+
+    def __call__(self, sample: Sample) -> Sample:
+        from torchvision import tv_tensors
+
+        out = self.aug({
+            "image": tv_tensors.Image(sample["image"]),
+            "mask": tv_tensors.Mask(sample["mask"]),
+            "weight": tv_tensors.Mask(sample["weight"]),
+        })
+        return {**sample, **{k: out[k].as_subclass(torch.Tensor) for k in ("image", "mask",
+                                                                            "weight")}}
+
+    def __repr__(self) -> str:
+        return f"torchvision_transform({self.aug!r})"
+
+
+def torchvision_transform(aug: Callable[[Any], Any]) -> Callable[[Sample], Sample]:
+    """Wrap a ``torchvision.transforms.v2`` transform as a joint transform (2-D samples).
+
+    The image is wrapped as ``tv_tensors.Image`` and both mask and weight as ``tv_tensors.Mask``,
+    so v2 transforms move them together and resample masks with nearest interpolation. v2 pads
+    and fills with 0 by default (``fill=0``, or per type: ``fill={tv_tensors.Image: 0,
+    tv_tensors.Mask: 0}``): padded pixels get weight 0.
+
+    Examples
+    --------
+    >>> from torchvision import tv_tensors
+    >>> from torchvision.transforms import v2
+    >>> aug = v2.Compose([
+    ...     v2.RandomHorizontalFlip(),
+    ...     v2.RandomCrop(256, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: 0}),
+    ...     v2.RandomRotation(15, fill={tv_tensors.Image: 0, tv_tensors.Mask: 0}),
+    ... ])  # doctest: +SKIP
+    >>> ds = WeightMapDataset(images, masks, store, transform=torchvision_transform(aug))
+    ... # doctest: +SKIP
+    """
+    return _TorchvisionTransform(aug)
+
+
+# --------------------------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------------------------
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    ignore_index: int | None = None,
+    normalize: Literal["pixels", "weight_sum"] = "pixels",
+) -> torch.Tensor:
+    """Pixel-weighted cross-entropy, Eq. 3 of Bressan et al. (2021).
+
+    Parameters
+    ----------
+    logits
+        ``(N, C, H, W)`` or ``(N, C, D, H, W)`` unnormalized scores.
+    target
+        ``(N, H, W)`` / ``(N, D, H, W)`` integer class indices.
+    weight
+        Per-pixel weights, same shape as ``target`` (the ``"weight"`` of
+        :class:`WeightMapDataset`, or the output of :class:`PixelWeights`). Treated as constants.
+    ignore_index
+        Target value whose pixels contribute nothing. ``None`` behaves like
+        ``F.cross_entropy``'s default (-100).
+    normalize
+        ``"pixels"`` (default, the paper's Eq. 3): ``sum(w * CE) / (number of pixels)``. The
+        denominator counts every pixel of the batch, including ignored ones and pixels of weight
+        0 (the paper's δ is 0 on the edges themselves); an ignored pixel counts exactly like a
+        pixel of weight 0. The loss scale then does not depend on how much of a batch is
+        ignored, and with all weights 1 and nothing ignored it equals ``F.cross_entropy``.
+
+        ``"weight_sum"``: ``sum(w * CE) / sum(w)``, a weighted mean; ignored pixels are left out
+        of both sums, so with all weights 1 it equals ``F.cross_entropy(logits, target,
+        ignore_index=...)`` (the mean over non-ignored pixels). It is 0, not NaN, when the sum
+        of weights is 0.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar; gradients flow to ``logits``.
+
+    Examples
+    --------
+    >>> logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    >>> target = torch.randint(0, 3, (2, 8, 8))
+    >>> loss = weighted_cross_entropy(logits, target, torch.ones(2, 8, 8))
+    >>> torch.allclose(loss, torch.nn.functional.cross_entropy(logits, target))
+    True
+    """
+    if logits.ndim not in (4, 5):
+        raise WeightmapsError(
+            f"logits must be (N, C, H, W) or (N, C, D, H, W); got shape {tuple(logits.shape)}"
+        )
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(target.shape) != expected:
+        raise WeightmapsError(
+            f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)} "
+            f"(expected {expected})"
+        )
+    if tuple(weight.shape) != expected:
+        raise WeightmapsError(
+            f"weight shape {tuple(weight.shape)} does not match target shape {expected}"
+        )
+    if normalize not in ("pixels", "weight_sum"):
+        raise WeightmapsError(f"normalize must be 'pixels' or 'weight_sum', got {normalize!r}")
+    ignore = -100 if ignore_index is None else int(ignore_index)
+    ce = F.cross_entropy(logits, target, reduction="none", ignore_index=ignore)  # 0 where ignored
+    w = weight.detach().to(dtype=ce.dtype, device=ce.device)
+    valid = target != ignore
+    w = torch.where(valid, w, torch.zeros((), dtype=w.dtype, device=w.device))
+    total = (w * ce).sum()
+    if normalize == "pixels":
+        return total / max(ce.numel(), 1)
+    denom = w.sum()
+    # when sum(w) == 0 the numerator is 0 too; dividing by 1 keeps value and gradient finite
+    safe = torch.where(denom > 0, denom, torch.ones((), dtype=denom.dtype, device=denom.device))
+    return total / safe
+
+
+# --------------------------------------------------------------------------------------------
+# On-the-fly weights
+# --------------------------------------------------------------------------------------------
+
+_ENGINE_DTYPES = {torch.float32: "float32", torch.float16: "float16"}
+
+
+class PixelWeights:
+    """Weight maps ``w = phi_c * delta`` for a batch of label tensors, on the tensors' device.
+
+    For augmentations that change distances (scaling, elastic deformation), compute the weights
+    after augmenting instead of precomputing them. Same numbers as
+    :func:`weightmaps.compute` with the same parameters.
+
+    Parameters
+    ----------
+    sigma
+        Width of the uncertainty band, in the units of ``spacing`` (pixels by default).
+    class_weights
+        ``{label: phi}``, e.g. ``open_store(path).class_weights``; see also :meth:`from_store`.
+    spacing
+        Physical size of one sample's axes (``(dy, dx)`` or ``(dz, dy, dx)``).
+    ignore_index, connectivity
+        As in :func:`weightmaps.weight_map`.
+    dtype
+        Output dtype. ``float32`` and ``float16`` are computed as such by the engine; any other
+        float dtype is computed in float32 and cast.
+
+    Call
+    ----
+    ``pw(labels)`` with an integer tensor ``(N, H, W)`` or ``(N, D, H, W)`` returns the weights,
+    same shape, on the same device. CUDA tensors go to CuPy through DLPack (no host copy) and back
+    with ``torch.from_dlpack``, computed on torch's current stream; CPU tensors are viewed as
+    numpy (no copy) and run through the engine's CPU path.
+
+    Examples
+    --------
+    >>> pw = PixelWeights(sigma=3.0, class_weights={0: 0.6, 1: 2.5})  # doctest: +SKIP
+    >>> w = pw(batch["mask"])                                          # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        sigma: float,
+        class_weights: Mapping[int, float],
+        *,
+        spacing: Sequence[float] | None = None,
+        ignore_index: int | None = None,
+        connectivity: int = 1,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if not dtype.is_floating_point:
+            raise WeightmapsError(f"dtype must be a floating point torch dtype, got {dtype}")
+        self.sigma = float(sigma)
+        self.class_weights = {int(k): float(v) for k, v in class_weights.items()}
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        self.ignore_index = ignore_index
+        self.connectivity = connectivity
+        self.dtype = dtype
+
+    @classmethod
+    def from_store(cls, path: str | os.PathLike[str], *, dtype: torch.dtype | None = None
+                   ) -> PixelWeights:
+        """The parameters and class weights a store was computed with."""
+        from weightmaps.store import open_store
+
+        store = open_store(path)
+        p = dict(store.params)
+        if dtype is None:
+            dtype = torch.float16 if store.dtype == np.float16 else torch.float32
+        spacing = p.get("spacing")
+        return cls(
+            p["sigma"],
+            store.class_weights,
+            spacing=None if spacing is None else tuple(spacing),
+            ignore_index=p.get("ignore_index"),
+            connectivity=int(p.get("connectivity", 1)),
+            dtype=dtype,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"PixelWeights(sigma={self.sigma}, class_weights={self.class_weights}, "
+            f"spacing={self.spacing}, ignore_index={self.ignore_index}, "
+            f"connectivity={self.connectivity}, dtype={self.dtype})"
+        )
+
+    def _kwargs(self) -> dict[str, Any]:
+        return dict(
+            sigma=self.sigma,
+            class_weights=self.class_weights,
+            spacing=self.spacing,
+            ignore_index=self.ignore_index,
+            connectivity=self.connectivity,
+            dtype=_ENGINE_DTYPES.get(self.dtype, "float32"),
+            batch=True,
+        )
+
+    def __call__(self, labels: torch.Tensor) -> torch.Tensor:
+        if not isinstance(labels, torch.Tensor):
+            raise WeightmapsError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if labels.ndim not in (3, 4):
+            raise WeightmapsError(
+                f"labels must be a batch (N, H, W) or (N, D, H, W); got shape "
+                f"{tuple(labels.shape)}"
+            )
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise WeightmapsError(f"labels must be an integer tensor, got {labels.dtype}")
+        from weightmaps import weight_map
+
+        labels = labels.detach()
+        if labels.device.type == "cuda":
+            import cupy
+
+            with cupy.cuda.Device(labels.device.index), cupy.cuda.ExternalStream(
+                torch.cuda.current_stream(labels.device).cuda_stream
+            ):
+                arr = cupy.from_dlpack(labels.contiguous())
+                out = torch.from_dlpack(weight_map(arr, device="cuda", **self._kwargs()))
+        elif labels.device.type == "cpu":
+            arr = labels.contiguous().numpy()
+            out = torch.from_numpy(np.asarray(weight_map(arr, device="cpu", **self._kwargs())))
+        else:
+            raise WeightmapsError(f"labels on device {labels.device} are not supported "
+                                  "(cpu or cuda)")
+        return out.to(self.dtype)
