@@ -379,7 +379,7 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
             masks_np = np.stack([source.read(i) for i in task.sample_indices])
         with timer("digest"):
             digests = [mask_digest(m) for m in masks_np]
-        batch = _default_batch_size(backend, task.shape) or len(masks_np)
+        batch = _default_batch_size(backend, task.shape)
         maps = np.empty(masks_np.shape, dtype=np.float32)
         for start in range(0, len(masks_np), batch):
             with timer("transfer"):
@@ -388,7 +388,7 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
             with timer("edges"):
                 edges = engine._edges(data, 1, True)
             with timer("distance"):
-                distance = engine._distance(backend, edges, spacing, True)
+                distance = engine._distance(backend, edges, spacing, True, squared=backend.weights_from_squared)
             with timer("weights"):
                 w = backend.apply_weights(data, distance, device_table, engine._inv_two_sigma_sq(sigma),
                                           ignore_label, np.dtype("float32"))

@@ -94,7 +94,9 @@ def test_host_weight_matches_the_numpy_path(host_kernels, labels, seed, sigma, i
     weights = {c: float(w) for c, w in enumerate(rng.uniform(0.1, 9.0, 6)) if c != ignore}
     table, ignore_label = _class_weight_table(weights, None if ignore < 0 else ignore)
     got = host_weight(host_kernels, labels, distance, table, sigma, ignore_label)
-    via_numpy = _numpy_weights(labels, distance, table, 1 / (2 * sigma**2), ignore_label, np.float32)
+    # The CPU backend takes d² (what the edt package returns); the kernel takes d and squares it.
+    squared = np.square(distance.astype(np.float64)).astype(np.float32)
+    via_numpy = _numpy_weights(labels, squared, table, 1 / (2 * sigma**2), ignore_label, np.float32)
     np.testing.assert_allclose(got, via_numpy, rtol=2e-6, atol=1e-30)
     expected = np.array([0.0 if v == ignore else weights[v] for v in labels]) * reference_uncertainty(distance, sigma)
     np.testing.assert_allclose(got, expected, rtol=3e-6, atol=1e-30)

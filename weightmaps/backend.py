@@ -41,10 +41,17 @@ log = logging.getLogger("weightmaps")
 DEVICES = ("auto", "cuda", "cpu", "scipy")
 DISTANCE_DTYPE = np.float32
 
-# (edge mask, spacing) -> float32 distance to the nearest True pixel of one 2-D/3-D sample.
-DistanceTransform = Callable[[Any, tuple[float, ...]], Any]
-# (labels, distance, class-weight table, 1/(2 sigma^2), ignore label or -1, dtype) -> weights.
+# (edge mask, spacing, squared) -> float32 distance (or its square) to the nearest True pixel of
+# one 2-D/3-D sample. The weights need only d²: the edt package computes it without the square
+# root, so asking for it saves a pass there and is more accurate everywhere.
+DistanceTransform = Callable[[Any, tuple[float, ...], bool], Any]
+# (labels, distance or its square (see Backend.weights_from_squared), class-weight table,
+#  1/(2 sigma^2), ignore label or -1, dtype) -> weights.
 WeightFunction = Callable[[Any, Any, Any, float, int, Any], Any]
+
+# The numpy weight maths runs over blocks of this many pixels (32 KiB of float32), so that its
+# passes stay in cache instead of streaming whole 1024² maps through memory five times.
+_CPU_BLOCK = 1 << 13
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class Backend:
     xp: ModuleType
     distance_transform: DistanceTransform
     apply_weights: WeightFunction
+    # Whether apply_weights takes d² (CPU: edt gives it without a square root) or d (CUDA:
+    # cuCIM gives d and the fused kernel squares it in the same pass).
+    weights_from_squared: bool
 
     def asarray(self, array: Any) -> Any:
         """``array`` on this backend's device (no copy when it is there already)."""
@@ -89,37 +99,55 @@ def to_numpy(array: Any) -> np.ndarray:
 # --- CPU -------------------------------------------------------------------------------------
 
 
-def _scipy_distance(edges: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+def _scipy_distance(edges: np.ndarray, spacing: tuple[float, ...], squared: bool) -> np.ndarray:
     from scipy import ndimage
 
-    # scipy measures the distance to the nearest zero, so edges are the zeros.
-    return ndimage.distance_transform_edt(~edges, sampling=spacing).astype(DISTANCE_DTYPE, copy=False)
+    # scipy measures the distance to the nearest zero, so edges are the zeros. Squared in
+    # float64 before the cast, so d² is as exact as the edt package's.
+    distance = ndimage.distance_transform_edt(~edges, sampling=spacing)
+    if squared:
+        distance = np.square(distance, out=distance)
+    return distance.astype(DISTANCE_DTYPE, copy=False)
 
 
-def _edt_distance(edges: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
+def _edt_distance(edges: np.ndarray, spacing: tuple[float, ...], squared: bool) -> np.ndarray:
     import edt
 
     # edt's anisotropy is in array-axis order, like scipy's sampling; black_border=False keeps the
     # array border from counting as an edge. One thread: the pipeline parallelises over samples.
     inside = np.logical_not(edges).view(np.uint8)
-    return edt.edt(inside, anisotropy=spacing, black_border=False, parallel=1)
+    transform = edt.edtsq if squared else edt.edt
+    return transform(inside, anisotropy=spacing, black_border=False, parallel=1)
 
 
 def _numpy_weights(
     labels: np.ndarray,
-    distance: np.ndarray,
+    squared_distance: np.ndarray,
     class_weight: np.ndarray,
     inv_two_sigma_sq: float,
     ignore_label: int,
     dtype: Any,
 ) -> np.ndarray:
-    # Same math as kernels/weightmap.cuh, in float32: delta = -expm1(-d^2 / (2 sigma^2)).
-    # The ignore label gets weight 0 through the table (see engine._class_weight_table).
-    exponent = np.square(distance)
-    exponent *= np.float32(-inv_two_sigma_sq)
-    weights = np.expm1(exponent, out=exponent)
-    weights *= np.negative(np.take(class_weight, labels))
-    return weights.astype(dtype, copy=False)
+    """Same maths as kernels/weightmap.cuh, in float32: w = φ[label] · −expm1(−d² / (2σ²)).
+
+    Works in place in ``squared_distance`` (the engine's own temporary) and block by block:
+    on small VMs the page faults of fresh map-sized temporaries cost more than the maths, and
+    blocks keep each pass in cache. The ignore label gets weight 0 through the table (see
+    engine._class_weight_table), and the engine has checked every label indexes the table.
+    """
+    weights = squared_distance.reshape(-1)
+    labels_flat = labels.reshape(-1)
+    scale = np.float32(-inv_two_sigma_sq)
+    phi = np.empty(min(_CPU_BLOCK, weights.size), dtype=np.float32)
+    for start in range(0, weights.size, _CPU_BLOCK):
+        block = weights[start:start + _CPU_BLOCK]
+        phi_block = phi[: block.size]
+        block *= scale
+        np.expm1(block, out=block)
+        np.take(class_weight, labels_flat[start:start + _CPU_BLOCK], out=phi_block, mode="clip")
+        block *= phi_block
+        np.negative(block, out=block)
+    return squared_distance.astype(dtype, copy=False)
 
 
 # --- CUDA ------------------------------------------------------------------------------------
@@ -145,11 +173,12 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
-def _cucim_distance(edges: Any, spacing: tuple[float, ...]) -> Any:
+def _cucim_distance(edges: Any, spacing: tuple[float, ...], squared: bool) -> Any:
     from cucim.core.operations.morphology import distance_transform_edt
 
     distance = distance_transform_edt(~edges, sampling=spacing, float64_distances=False)
-    return distance.astype(DISTANCE_DTYPE, copy=False)
+    distance = distance.astype(DISTANCE_DTYPE, copy=False)
+    return distance * distance if squared else distance
 
 
 def _cuda_weights(
@@ -177,15 +206,15 @@ def _cuda_weights(
 @functools.cache
 def _build(name: str) -> Backend:
     if name == "scipy":
-        return Backend("scipy", np, _scipy_distance, _numpy_weights)
+        return Backend("scipy", np, _scipy_distance, _numpy_weights, weights_from_squared=True)
     if name == "cpu":
-        return Backend("cpu", np, _edt_distance, _numpy_weights)
+        return Backend("cpu", np, _edt_distance, _numpy_weights, weights_from_squared=True)
     reason = cuda_unavailable_reason()
     if reason is not None:
         raise WeightmapsError(f"device 'cuda' is not available: {reason}")
     import cupy
 
-    return Backend("cuda", cupy, _cucim_distance, _cuda_weights)
+    return Backend("cuda", cupy, _cucim_distance, _cuda_weights, weights_from_squared=False)
 
 
 @functools.cache

@@ -118,9 +118,8 @@ def uncertainty(
     backend, data, ndim, restore = _prepare(labels, device, batch)
     spacing = check_spacing(spacing, ndim)
     edges = _edges(data, check_connectivity(connectivity, ndim), batch)
-    distance = _distance(backend, edges, spacing, batch)
+    exponent = _distance(backend, edges, spacing, batch, squared=True)
     xp = backend.xp
-    exponent = xp.square(distance)
     exponent *= np.float32(-_inv_two_sigma_sq(sigma))
     delta = xp.expm1(exponent, out=exponent)
     return restore(xp.negative(delta, out=delta))
@@ -172,7 +171,7 @@ def weight_map(
     if int(data.max()) >= table.size:
         _raise_missing_labels(data, table, class_weights)
     edges = _edges(data, connectivity, batch)
-    distance = _distance(backend, edges, spacing, batch)
+    distance = _distance(backend, edges, spacing, batch, squared=backend.weights_from_squared)
     weights = backend.apply_weights(
         data, distance, backend.asarray(table), _inv_two_sigma_sq(sigma), ignore_label, out_dtype
     )
@@ -228,14 +227,19 @@ def _edges(labels: Any, connectivity: int, batch: bool) -> Any:
     return edges
 
 
-def _distance(backend: Backend, edges: Any, spacing: tuple[float, ...], batch: bool) -> Any:
-    samples = edges if batch else edges[None]
-    distance = backend.xp.empty(samples.shape, dtype=DISTANCE_DTYPE)
-    # A sample without edges has no nearest edge: d = +inf (scipy would return garbage).
-    has_edge = to_numpy(samples.reshape(samples.shape[0], -1).any(axis=1))
+def _distance(backend: Backend, edges: Any, spacing: tuple[float, ...], batch: bool, squared: bool = False) -> Any:
+    """Distance (or its square) to the nearest edge; +inf for a sample without edges."""
+    xp = backend.xp
+    if not batch:
+        # scipy would return garbage without any edge pixel; there is no nearest edge: +inf.
+        if not bool(edges.any()):
+            return xp.full(edges.shape, np.inf, dtype=DISTANCE_DTYPE)
+        return backend.distance_transform(edges, spacing, squared)
+    distance = xp.empty(edges.shape, dtype=DISTANCE_DTYPE)
+    has_edge = to_numpy(edges.reshape(edges.shape[0], -1).any(axis=1))
     for i, found in enumerate(has_edge):
-        distance[i] = backend.distance_transform(samples[i], spacing) if found else np.inf
-    return distance if batch else distance[0]
+        distance[i] = backend.distance_transform(edges[i], spacing, squared) if found else np.inf
+    return distance
 
 
 def _inv_two_sigma_sq(sigma: float) -> float:
