@@ -1,0 +1,251 @@
+"""Dask: the store of a cluster run equals the in-process store, whatever dies on the way.
+
+A real ``LocalCluster`` of two worker processes (one thread each), shared by the module. Worker
+deaths are real too: :class:`CrashingSource` (pickled to the workers by reference to this
+module) calls ``os._exit`` when it reads one sample for the n-th time, counted in a file, so a
+test can kill a worker during the compute pass only (the scan reads each sample once), once or
+every time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
+
+from weightmaps.errors import WeightmapsError  # noqa: E402
+from weightmaps.pipeline import BadInputError, compute, scan  # noqa: E402
+from weightmaps.sample_data import write_dataset  # noqa: E402
+from weightmaps.sources import MaskSource, open_source  # noqa: E402
+from weightmaps.store import open_store  # noqa: E402
+from weightmaps.distributed import (  # noqa: E402
+    IncompleteRunError,
+    compute_on_dask,
+    open_client,
+    scan_on_dask,
+)
+
+N, SHAPE, PER_SHARD = 40, (48, 64), 8  # 5 shards
+ARGS = {"sigma": 2.0, "device": "cpu", "samples_per_shard": PER_SHARD}
+VICTIM = "sample_00013"  # in shard 1
+
+
+class CrashingSource(MaskSource):
+    """A directory source whose worker dies when it reads ``victim`` for the n-th time, n in ``on``."""
+
+    def __init__(self, masks: Path, counter: Path, on: range) -> None:
+        plain = open_source(str(masks))
+        super().__init__(plain.samples, description=plain.description)
+        self.counter = str(counter)
+        self.on = on
+
+    def read(self, i: int) -> np.ndarray:
+        if self.samples[i].id == VICTIM:
+            with open(self.counter, "a") as f:
+                f.write("read\n")
+            with open(self.counter) as f:
+                if len(f.readlines()) in self.on:
+                    os._exit(13)
+        return super().read(i)
+
+
+@pytest.fixture(scope="module")
+def masks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data"), n=N, shape=SHAPE, with_images=False) / "masks"
+
+
+@pytest.fixture(scope="module")
+def reference(masks: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    compute(str(masks), out, workers=1, **ARGS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def client() -> Any:
+    # One worker death is survived, a second one of the same task fails it (KilledWorker): keeps
+    # the poison tests short. The scheduler reads the setting when it starts.
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    x, y = open_store(a), open_store(b)
+    assert x.complete and y.complete
+    assert x.ids == y.ids
+    for i in range(len(x)):
+        np.testing.assert_array_equal(x[i], y[i])
+    assert _attributes(x._meta) == _attributes(y._meta)
+
+
+def _attributes(meta: dict[str, Any]) -> dict[str, Any]:
+    """The root attributes less a store's own identity and the timings of the run that made it."""
+    meta = {k: v for k, v in meta.items() if k != "uid"}
+    meta["report"] = {k: v for k, v in meta["report"].items() if k != "last_run"}
+    return meta
+
+
+def test_store_equals_in_process(client: Any, masks: Path, reference: Path, tmp_path: Path) -> None:
+    calls: list[tuple[str, int, int]] = []
+    result = compute_on_dask(client, str(masks), tmp_path / "w.zarr", progress=lambda *a: calls.append(a), **ARGS)
+    assert (result.n_samples, result.n_computed, result.n_bad) == (N, N, 0)
+    assert_same_store(reference, tmp_path / "w.zarr")
+    for stage in ("scan", "compute"):
+        done = [d for s, d, t in calls if s == stage]
+        assert done[0] == 0 and done[-1] == N and done == sorted(done)
+        assert {t for s, _, t in calls if s == stage} == {N}
+
+
+def test_scan_map_reduce_equals_in_process(client: Any, masks: Path, tmp_path: Path) -> None:
+    # good masks, a corrupt file, a 3-D mask among 2-D ones, labels beyond num_classes
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for p in sorted(masks.iterdir())[:9]:
+        (mixed / p.name).write_bytes(p.read_bytes())
+    (mixed / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    np.save(mixed / "volume.npy", np.zeros((3, 8, 8), np.uint8))
+    np.save(mixed / "too_many.npy", np.full((8, 8), 7, np.uint8))
+    kwargs: dict[str, Any] = {"ignore_index": 0, "num_classes": 3}
+    with pytest.raises(BadInputError) as local:
+        scan(str(mixed), **kwargs)
+    with pytest.raises(BadInputError) as remote:
+        scan_on_dask(client, str(mixed), chunk_size=3, **kwargs)
+    assert remote.value.bad == local.value.bad and len(local.value.bad) == 3
+    a = scan(str(mixed), skip_bad=True, **kwargs)
+    b = scan_on_dask(client, str(mixed), skip_bad=True, chunk_size=3, **kwargs)
+    for field in ("indices", "ids", "shapes", "spacings", "counts", "bad"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert scan_on_dask(client, str(masks)).counts == scan(str(masks)).counts  # default chunks
+
+
+def test_a_worker_dies_mid_run(client: Any, masks: Path, reference: Path, tmp_path: Path) -> None:
+    counter = tmp_path / "reads"
+    source = CrashingSource(masks, counter, on=range(2, 3))  # the 2nd read is the compute pass's
+    compute_on_dask(client, source, tmp_path / "w.zarr", **ARGS)
+    assert counter.read_text().count("read") == 3  # scan, the killed attempt, the rescheduled one
+    assert_same_store(reference, tmp_path / "w.zarr")
+
+
+def test_a_shard_that_keeps_killing_workers(client: Any, masks: Path, reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "w.zarr"
+    source = CrashingSource(masks, tmp_path / "reads", on=range(2, 1000))
+    with pytest.raises(IncompleteRunError) as failed:
+        compute_on_dask(client, source, out, **ARGS)
+    err = failed.value
+    assert not isinstance(err, WeightmapsError)  # a failed run (exit 1), not bad input (exit 2)
+    assert [(f.group, f.shard) for f in err.failures] == [(0, 1)]
+    assert "KilledWorker" in err.failures[0].reason and VICTIM in err.failures[0].ids
+    assert [b.id for b in err.bad] == [f"sample_{i:05d}" for i in range(8, 16)]
+    assert err.bad[5].path == str(masks / f"{VICTIM}.png")
+    assert err.n_written == N - PER_SHARD
+    store = open_store(out)
+    assert not store.complete
+    assert np.isnan(store[VICTIM]).all() and not np.isnan(store["sample_00000"]).any()
+    # the input is fine again: --resume on another cluster computes the failed shard only
+    result = compute_on_dask(1, str(masks), out, resume=True, cluster_kwargs={"dashboard_address": ":0"}, **ARGS)
+    assert result.n_computed == PER_SHARD
+    assert_same_store(reference, out)
+
+
+def test_an_input_that_kills_its_reader_is_a_bad_input(client: Any, masks: Path, tmp_path: Path) -> None:
+    source = CrashingSource(masks, tmp_path / "reads", on=range(1, 1000))
+    result = compute_on_dask(client, source, tmp_path / "w.zarr", skip_bad=True, **ARGS)
+    assert (result.n_samples, result.n_bad) == (N - 1, 1)
+    store = open_store(tmp_path / "w.zarr")
+    assert store.complete and VICTIM not in store
+    [bad] = store.report["bad"]
+    assert bad["id"] == VICTIM and "died" in bad["reason"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_completes_an_interrupted_cluster_run(
+    client: Any, masks: Path, reference: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "w.zarr"
+
+    def interrupt_after_two_shards(stage: str, done: int, total: int) -> None:
+        if stage == "compute" and done >= 2 * PER_SHARD:
+            raise Interrupt  # like Ctrl-C in the CLI: pending shard tasks are cancelled
+
+    with pytest.raises(Interrupt):
+        compute_on_dask(client, str(masks), out, progress=interrupt_after_two_shards, **ARGS)
+    assert not open_store(out).complete
+    assert len(list((out / "maps" / "0" / "_markers").glob("*.json"))) < N // PER_SHARD
+    # a shard task already running when the run was interrupted may still finish and write its
+    # (identical) shard while the resume runs: writes are idempotent
+    result = compute_on_dask(client, str(masks), out, resume=True, **ARGS)
+    assert result.n_computed <= N - 2 * PER_SHARD
+    assert_same_store(reference, out)
+
+
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
+def test_cli_dask_workers(masks: Path, reference: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from weightmaps.cli import main
+
+    args = ["compute", str(masks), "--sigma", "2", "--device", "cpu", "--samples-per-shard", str(PER_SHARD),
+            "--no-progress"]
+    run = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "w.zarr"), "--dask-workers", "2"])
+    assert run.exit_code == 0, run.output
+    assert_same_store(reference, tmp_path / "w.zarr")
+    run = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "x.zarr"), "--dask-workers", "2",
+                                    "--scheduler", "tcp://127.0.0.1:1"])
+    assert run.exit_code == 2 and "exclude each other" in run.output
+
+
+def test_cli_exit_status_of_an_incomplete_run(
+    masks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import weightmaps.distributed
+    from weightmaps.cli import main
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        failure = weightmaps.distributed.ShardFailure(0, 1, ("a", "b"), "KilledWorker: ...")
+        raise IncompleteRunError(str(tmp_path / "w.zarr"), [failure], [], 38)
+
+    monkeypatch.setattr(weightmaps.distributed, "compute_on_dask", failing)
+    run = CliRunner().invoke(main, ["compute", str(masks), "--out", str(tmp_path / "w.zarr"), "--sigma", "2",
+                                    "--scheduler", "tcp://127.0.0.1:1"])
+    assert run.exit_code == 1
+    assert "shard 0/1 (a, b): KilledWorker" in run.output and "--resume" in run.output
+
+
+def test_dask_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    code = (
+        "import sys, weightmaps, weightmaps.pipeline, weightmaps.distributed; "
+        "assert not {'dask', 'distributed'} & set(sys.modules), sorted(m for m in sys.modules if 'dask' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    with pytest.raises(WeightmapsError, match=r"weightmaps\[dask\]"):
+        with open_client(2):
+            pass
+
+
+def test_bad_cluster_arguments() -> None:
+    with pytest.raises(WeightmapsError, match="dask workers must be >= 1"):
+        with open_client(0):
+            pass
+    with pytest.raises(WeightmapsError, match="number of workers, an address or a Client"):
+        with open_client(True):
+            pass

@@ -1,0 +1,642 @@
+"""Run :func:`weightmaps.compute` on a Dask cluster: the scan as a map-reduce, one task per shard.
+
+Nothing here is a scheduler of ours: Dask distributed places the work, retries it, survives
+dying workers and serves the dashboard. This module only cuts the job into tasks whose results
+are identical to the in-process pipeline's:
+
+* **scan** (:func:`scan_on_dask`): one task per chunk of samples validates its masks and sums their
+  class counts (per dimensionality, so that the mixed-2-D/3-D rule is applied after the reduce);
+  only per-sample shapes, spacings and problems travel back. The client reduces them into the
+  same :class:`~weightmaps.pipeline.ScanResult` the in-process :func:`~weightmaps.pipeline.scan`
+  returns.
+* **compute** (:func:`run_shards_on_dask`): one task per pending shard runs
+  :func:`~weightmaps.pipeline.run_shard`, which decodes, computes and writes the whole shard and
+  then its marker. The driver (this process) alone calls ``finalize``.
+
+Exactly one writer per shard, under Dask's semantics:
+
+1. Every shard is one task with its own key (``pure=False`` and a per-run token, so neither a
+   second run on the same scheduler nor a cached result can share it). The scheduler assigns a
+   key to one worker at a time.
+2. Dask has no speculative execution: it never starts a duplicate of a running task. Work
+   stealing only moves a task that has not started (the victim refuses once it executes).
+3. ``retries`` start a new attempt only after the previous one *returned* an exception, so that
+   attempt is over; a worker's death reschedules its tasks only after the scheduler removed it
+   (and its nanny kills the process). After ``distributed.scheduler.allowed-failures`` deaths
+   (default 3) the task fails with ``KilledWorker``. A worker's death counts against every task
+   it was running or had queued, so an innocent shard that shared a worker with a poison one can
+   fail too: every such suspect runs once more (a new key; every earlier attempt died with its
+   worker), *alone* on the cluster after all other shards, where a death is its own.
+4. What remains is a worker cut off from the scheduler (network partition) that keeps running a
+   task already rescheduled elsewhere, or a task of an interrupted run still running on a
+   long-lived cluster when ``--resume`` starts. Writes are idempotent for that case: an attempt
+   writes the whole shard (deterministic bytes: same masks, same parameters, same codec; zarr's
+   ``LocalStore`` replaces the shard file by an atomic rename, 3.1.6 here) and then its marker
+   (atomic rename too), so two attempts leave the same files as one, never a torn one.
+
+Failures: a shard that fails after its retries, or whose workers keep dying, is recorded as a
+:class:`ShardFailure`; the other shards finish, the store is *not* finalized (``complete`` stays
+False, the failed shards have no marker) and :class:`IncompleteRunError` is raised -- a
+``RuntimeError``, so the CLI exits 1 ("runtime failure"), not 2 ("bad input"). ``--resume``
+retries exactly the failed shards. An input that crashes its reader is normally met by the scan
+first: a scan chunk that keeps killing workers is read again alone, then one sample per task; a
+sample that still kills its worker is a bad input like a corrupt file (listed and exit 2, or
+skipped with ``skip_bad``), so the compute pass never sees it.
+
+Paths: workers read the inputs and write the store by the paths the client gives, so both must
+be the same paths on every machine (a shared filesystem such as NFS, Lustre or a cloud file
+mount). The source readers and the store use local file APIs today: ``s3://`` or other fsspec
+URLs are not supported yet.
+
+Dask is an optional extra (``pip install "weightmaps[dask]"``); importing this module does not
+import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import math
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from weightmaps.errors import WeightmapsError
+from weightmaps.pipeline import (
+    BadInputError,
+    BadSample,
+    ComputeResult,
+    ScanResult,
+    ShardSettings,
+    ShardTimes,
+    _check_dimensions,
+    _open,
+    _scan_one,
+    _without_path,
+    compute,
+    log as _pipeline_log,
+    run_shard,
+)
+
+__all__ = [
+    "DaskExecutor",
+    "IncompleteRunError",
+    "ShardFailure",
+    "compute_on_dask",
+    "open_client",
+    "run_shards_on_dask",
+    "scan_on_dask",
+]
+
+log = _pipeline_log  # the "weightmaps" logger
+
+Progress = Callable[[str, int, int], None]
+
+SHARD_RETRIES = 2
+"""Retries of a shard task that raised (a transient I/O error, say); worker deaths count apart."""
+
+_MAX_SCAN_CHUNK = 256  # samples per scan task, at most
+_SCAN_TASKS_PER_THREAD = 4  # scan tasks per worker thread (load balance vs. overhead)
+
+
+def _dask() -> ModuleType:
+    """The ``distributed`` package, or a clear error naming the extra to install."""
+    try:
+        return importlib.import_module("distributed")
+    except ImportError as exc:
+        raise WeightmapsError(
+            f"running on Dask needs dask and distributed ({exc}); "
+            'install them with: pip install "weightmaps[dask]"'
+        ) from None
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardFailure:
+    """A shard that could not be computed: where it is, its samples, and why."""
+
+    group: int
+    shard: int
+    ids: tuple[str, ...]
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "shard": self.shard, "ids": list(self.ids), "reason": self.reason}
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.ids[:5]) + (f" and {len(self.ids) - 5} more" if len(self.ids) > 5 else "")
+        return f"shard {self.group}/{self.shard} ({shown}): {self.reason}"
+
+
+class IncompleteRunError(RuntimeError):
+    """Some shards failed; every other shard was written, the store is left incomplete.
+
+    A ``RuntimeError`` (a failure of the run, exit status 1), not a
+    :class:`~weightmaps.errors.WeightmapsError` (bad input, exit status 2).
+
+    Attributes
+    ----------
+    store : str
+        The store, ``complete: False``; its failed shards have no marker, so a resume
+        (``--resume``) computes exactly them.
+    failures : list of ShardFailure
+    bad : list of BadSample
+        Every sample of the failed shards, with its shard's reason.
+    n_written : int
+        Samples written by this run.
+    """
+
+    def __init__(
+        self, store: str, failures: Sequence[ShardFailure], bad: Sequence[BadSample], n_written: int
+    ) -> None:
+        self.store = store
+        self.failures = list(failures)
+        self.bad = list(bad)
+        self.n_written = n_written
+        lines = "\n".join(f"  {f}" for f in self.failures)
+        super().__init__(
+            f"{len(self.failures)} shard(s) of {store} failed ({len(self.bad)} samples); "
+            f"the other shards are written ({n_written} samples in this run):\n{lines}\n"
+            "the store is incomplete: fix or remove the inputs named above (then start again), or "
+            "complete it with --resume if the failure was transient"
+        )
+
+
+# --- the cluster -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_client(
+    cluster: int | str | Any, *, device: str = "cpu", **cluster_kwargs: Any
+) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``cluster``, closed on exit if it was made here.
+
+    Parameters
+    ----------
+    cluster : int, str, Client or Cluster
+        An int ``N`` starts a local cluster of ``N`` worker processes with one thread each
+        (with ``device="cuda"``, a ``dask_cuda.LocalCUDACluster`` of ``N`` workers, one per
+        GPU), stopped on exit. A string is a scheduler address (``tcp://host:8786``). A
+        ``Client`` is used as is, a ``Cluster`` object gets a client; neither is closed.
+    device : str
+        The run's device; only ``"cuda"`` changes what an int starts.
+    **cluster_kwargs
+        Passed to the local cluster (e.g. ``dashboard_address=":0"``).
+
+    Examples
+    --------
+    >>> with open_client(2) as client:          # doctest: +SKIP
+    ...     result = compute_on_dask(client, "masks/", "w.zarr", sigma=2)
+    """
+    distributed = _dask()
+    with contextlib.ExitStack() as stack:
+        if isinstance(cluster, bool) or cluster is None:
+            raise WeightmapsError(f"cluster must be a number of workers, an address or a Client, got {cluster!r}")
+        if isinstance(cluster, int):
+            if cluster < 1:
+                raise WeightmapsError(f"dask workers must be >= 1, got {cluster}")
+            if device == "cuda":
+                try:
+                    from dask_cuda import LocalCUDACluster
+                except ImportError as exc:
+                    raise WeightmapsError(
+                        f"a local GPU cluster needs dask-cuda ({exc}); install it with: "
+                        'pip install "weightmaps[cuda12]" (or [cuda13])'
+                    ) from None
+                # One worker per GPU, one thread each: the pipeline overlaps nothing inside a task.
+                local = LocalCUDACluster(n_workers=cluster, threads_per_worker=1, **cluster_kwargs)
+            else:
+                local = distributed.LocalCluster(
+                    n_workers=cluster, threads_per_worker=1, processes=True, **cluster_kwargs
+                )
+            stack.enter_context(local)
+            client = stack.enter_context(distributed.Client(local))
+        elif isinstance(cluster, str):
+            try:
+                client = stack.enter_context(distributed.Client(cluster, timeout="30s"))
+            except OSError as exc:
+                raise WeightmapsError(f"cannot reach the Dask scheduler {cluster!r}: {exc}") from None
+        elif isinstance(cluster, distributed.Client):
+            client = cluster
+        else:  # a Cluster object (LocalCluster, a dask-jobqueue cluster, ...)
+            client = stack.enter_context(distributed.Client(cluster))
+        _log_cluster(client)
+        yield client
+
+
+def _log_cluster(client: Any) -> None:
+    info = client.scheduler_info()
+    workers = info.get("workers", {})
+    threads = sum(w.get("nthreads", 0) for w in workers.values())
+    log.info("Dask scheduler %s: %d worker(s), %d thread(s)", info.get("address", "?"), len(workers), threads)
+    try:  # the dashboard's pages need bokeh where the scheduler runs
+        has_bokeh = client.run_on_scheduler(_has_bokeh)
+    except Exception:  # noqa: BLE001 - a cluster may forbid run_on_scheduler; the link is still worth a line
+        has_bokeh = True
+    if has_bokeh:
+        log.info("Dask dashboard: %s", client.dashboard_link)
+    else:
+        log.info("Dask dashboard: not served (install bokeh where the scheduler runs)")
+
+
+def _has_bokeh() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bokeh") is not None
+
+
+def _nthreads(client: Any) -> int:
+    return max(1, sum(client.nthreads().values()))
+
+
+# --- tasks (run on the workers) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ScanJob:
+    source: Any
+    num_classes: int | None
+    ignore_index: int | None
+
+
+@dataclass(frozen=True)
+class _ShardJob:
+    source: Any
+    writer: Any
+    settings: ShardSettings
+
+
+class _Holder:
+    """Carries the job to the cluster as one task result, so each worker fetches it once.
+
+    Not ``client.scatter``: scattered data is lost with the worker holding it (the scheduler
+    cannot recompute it), while a task's result is recomputed from its spec.
+    """
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+
+
+def _unwrap(holder: _Holder) -> Any:
+    return holder.job
+
+
+@dataclass
+class _ScanPart:
+    """One scan chunk's contribution: per-sample shapes/spacings/problems, counts summed by ndim."""
+
+    shapes: dict[int, tuple[int, ...]]
+    spacings: dict[int, tuple[float, ...] | None]
+    problems: dict[int, str]
+    counts: dict[int, dict[int, int]]  # ndim -> label -> pixels
+
+
+def _scan_chunk(job: _ScanJob, indices: tuple[int, ...]) -> _ScanPart:
+    part = _ScanPart({}, {}, {}, {})
+    for i in indices:
+        try:
+            shape, counts, spacing = _scan_one(job.source, i, job.num_classes, job.ignore_index)
+        except WeightmapsError as exc:
+            part.problems[i] = _without_path(str(exc), job.source.samples[i].path)
+            continue
+        part.shapes[i] = shape
+        part.spacings[i] = spacing
+        total = part.counts.setdefault(len(shape), {})
+        for label, n in counts.items():
+            total[label] = total.get(label, 0) + n
+    return part
+
+
+def _run_shard_task(job: _ShardJob, task: Any) -> ShardTimes:
+    return run_shard(task, job.source, job.writer, job.settings)
+
+
+def _submit_job(client: Any, job: Any, token: str) -> Any:
+    with warnings.catch_warnings():  # a large source is sent once, on purpose
+        warnings.filterwarnings("ignore", "Large object of size")
+        holder = client.submit(_Holder, job, key=f"weightmaps-job-{token}", pure=False)
+    return client.submit(_unwrap, holder, key=f"weightmaps-unwrap-{token}", pure=False)
+
+
+# --- scan ------------------------------------------------------------------------------------------
+
+
+def scan_on_dask(
+    client: Any,
+    inputs: Any,
+    *,
+    ignore_index: int | None = None,
+    num_classes: int | None = None,
+    label_map: Mapping[int, int] | None = None,
+    skip_bad: bool = False,
+    chunk_size: int | None = None,
+    progress: Progress | None = None,
+    **_ignored: Any,
+) -> ScanResult:
+    """:func:`weightmaps.pipeline.scan` as a map-reduce on a Dask cluster; the same result.
+
+    Each task scans ``chunk_size`` samples (default: about four tasks per worker thread, at
+    most 256 samples each) and returns their shapes, spacings and problems and their class
+    counts summed per dimensionality. A chunk whose workers keep dying is scanned again alone
+    on the cluster, then one sample per task; a sample that still kills its worker is a bad input.
+
+    Extra keyword arguments of the in-process scan (``threads``) are accepted and ignored.
+
+    Examples
+    --------
+    >>> with open_client(2) as client:                            # doctest: +SKIP
+    ...     scan_on_dask(client, "masks/").counts
+    {0: 3932160, 1: 1048576}
+    """
+    distributed = _dask()
+    start = time.perf_counter()
+    source = _open(inputs, label_map)
+    n = len(source)
+    if n == 0:
+        raise WeightmapsError(f"no masks found in {source.description}")
+    if chunk_size is None:
+        chunk_size = max(1, min(_MAX_SCAN_CHUNK, math.ceil(n / (_SCAN_TASKS_PER_THREAD * _nthreads(client)))))
+    token = uuid.uuid4().hex
+    job = _submit_job(client, _ScanJob(source, num_classes, ignore_index), token)
+    chunks = {}
+
+    def submit(indices: tuple[int, ...], attempt: str) -> Any:
+        key = (f"weightmaps-scan-{token}{attempt}", indices[0], indices[-1])
+        future = client.submit(_scan_chunk, job, indices, key=key, retries=SHARD_RETRIES, pure=False)
+        chunks[future.key] = indices
+        return future
+
+    shapes: dict[int, tuple[int, ...]] = {}
+    spacings: dict[int, tuple[float, ...] | None] = {}
+    problems: dict[int, str] = {}
+    counts_by_ndim: dict[int, dict[int, int]] = {}
+    done = 0
+
+    def reduce(part: _ScanPart, indices: tuple[int, ...]) -> None:
+        nonlocal done
+        shapes.update(part.shapes)
+        spacings.update(part.spacings)
+        problems.update(part.problems)
+        for ndim, counts in part.counts.items():
+            total = counts_by_ndim.setdefault(ndim, {})
+            for label, c in counts.items():
+                total[label] = total.get(label, 0) + c
+        done += len(indices)
+        if progress:
+            progress("scan", done, n)
+
+    if progress:
+        progress("scan", 0, n)
+    queue = distributed.as_completed(
+        [submit(tuple(range(s, min(s + chunk_size, n))), "") for s in range(0, n, chunk_size)]
+    )
+    live: list[Any] = []  # the quarantined task in flight
+    suspects: list[tuple[int, ...]] = []
+    try:
+        for future in queue:
+            indices = chunks.pop(future.key)
+            try:
+                reduce(future.result(), indices)
+            except distributed.KilledWorker:
+                suspects.append(indices)  # or an innocent chunk that shared a worker with the culprit
+        # Quarantine: each suspect alone on the cluster, so that a death is its own; a chunk that
+        # still kills its worker is read one sample at a time; a sample that does is a bad input.
+        for indices in suspects:
+            log.warning("scan: workers died reading samples %d-%d; reading them alone", indices[0], indices[-1])
+            try:
+                reduce(_alone(live, submit(indices, "-alone")), indices)
+                continue
+            except distributed.KilledWorker as exc:
+                if len(indices) == 1:
+                    reduce(_ScanPart({}, {}, {indices[0]: _killed_reason(exc)}, {}), indices)
+                    continue
+            for i in indices:
+                try:
+                    part = _alone(live, submit((i,), "-single"))
+                except distributed.KilledWorker as exc:
+                    part = _ScanPart({}, {}, {i: _killed_reason(exc)}, {})
+                reduce(part, (i,))
+    finally:
+        for future in [*queue.futures, *live]:
+            future.cancel()
+    # The reduce: the same dimensionality rule and the same result as the in-process scan.
+    results = {i: (shapes[i], None, spacings[i]) for i in sorted(shapes)}
+    _check_dimensions(results, problems)
+    bad = tuple(BadSample(source.samples[i].id, source.samples[i].path, problems[i]) for i in sorted(problems))
+    if bad and not skip_bad:
+        raise BadInputError(bad, n)
+    for b in bad:
+        log.warning("skipping bad input %s", b)
+    good = [i for i in range(n) if i not in problems]
+    if not good:
+        raise WeightmapsError(f"all {n} masks in {source.description} are bad")
+    ndim = len(shapes[good[0]])
+    return ScanResult(
+        source=source,
+        indices=tuple(good),
+        ids=tuple(source.samples[i].id for i in good),
+        shapes=tuple(shapes[i] for i in good),
+        spacings=tuple(spacings[i] for i in good),
+        counts=dict(sorted(counts_by_ndim.get(ndim, {}).items())),
+        bad=bad,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _alone(live: list[Any], future: Any) -> Any:
+    """The result of ``future``, the only task of this run in flight."""
+    live[:] = [future]
+    result = future.result()
+    live.clear()
+    return result
+
+
+def _killed_reason(exc: BaseException, what: str = "reading it") -> str:
+    allowed = getattr(exc, "allowed_failures", None)
+    times = f"{allowed + 1} times" if isinstance(allowed, int) else "every time"
+    return (
+        f"the worker process {what} died {times}, the last time alone on the cluster "
+        f"(KilledWorker): a reader crashing on the file, or more memory than a worker has"
+    )
+
+
+# --- compute ---------------------------------------------------------------------------------------
+
+
+def run_shards_on_dask(
+    client: Any,
+    tasks: Sequence[Any],
+    source: Any,
+    writer: Any,
+    settings: ShardSettings,
+    on_done: Callable[[ShardTimes], None] | None = None,
+) -> list[ShardTimes]:
+    """Run :func:`~weightmaps.pipeline.run_shard` as one Dask task per shard; exactly one writer each.
+
+    ``on_done(times)`` is called in this thread as each shard completes (in completion order,
+    driven by ``distributed.as_completed``). Shard tasks retry :data:`SHARD_RETRIES` times; a
+    shard whose workers keep dying (``KilledWorker``) runs once more alone on the cluster after
+    the others, so that a death is surely its own. When shards still
+    fail, the others are finished first, then :class:`IncompleteRunError` is raised; nothing is
+    finalized here (the caller finalizes a complete run).
+
+    Returns
+    -------
+    list of ShardTimes
+        In completion order.
+
+    Raises
+    ------
+    IncompleteRunError
+        Naming each failed shard, its samples and the reason.
+    """
+    distributed = _dask()
+    if not tasks:
+        return []
+    token = uuid.uuid4().hex
+    job = _submit_job(client, _ShardJob(source, writer, settings), token)
+    by_key: dict[Any, Any] = {}
+
+    def submit(task: Any, attempt: str) -> Any:
+        key = (f"weightmaps-shard-{token}{attempt}", task.group, task.shard)
+        future = client.submit(_run_shard_task, job, task, key=key, retries=SHARD_RETRIES, pure=False)
+        by_key[future.key] = task
+        return future
+
+    finished: list[ShardTimes] = []
+    failures: list[ShardFailure] = []
+
+    def outcome(task: Any, future: Any, alone: bool) -> bool:
+        """Record a finished shard task; False when its workers died and it was not alone."""
+        try:
+            times = future.result()
+        except distributed.KilledWorker as exc:
+            if not alone:
+                return False
+            failures.append(_failure(task, writer, _killed_reason(exc, "computing this shard")))
+        except Exception as exc:  # after its retries: record it, finish the other shards
+            failures.append(_failure(task, writer, f"{type(exc).__name__}: {exc}"))
+        else:
+            finished.append(times)
+            if on_done:
+                on_done(times)
+        return True
+
+    queue = distributed.as_completed([submit(t, "") for t in tasks])
+    live: list[Any] = []
+    try:
+        suspects = []
+        for future in queue:
+            task = by_key.pop(future.key)
+            if not outcome(task, future, alone=False):
+                suspects.append(task)
+        # Quarantine: a worker's death counts against every task it was running, so a suspect may
+        # be innocent. Each runs again alone (every earlier attempt died with its worker): a death
+        # now is its own.
+        for task in suspects:
+            log.warning("shard %d/%d: its workers died; running it alone", task.group, task.shard)
+            future = submit(task, "-alone")
+            live[:] = [future]
+            distributed.wait(future)
+            outcome(by_key.pop(future.key), future, alone=True)
+            live.clear()
+    finally:
+        for future in [*queue.futures, *live]:  # interrupted: started tasks finish on their own
+            future.cancel()
+    if failures:
+        bad = []
+        for f in failures:
+            for sid, index in zip(f.ids, _task_of(f, tasks).sample_indices, strict=True):
+                i = settings.source_indices[index] if settings.source_indices is not None else index
+                bad.append(BadSample(sid, source.samples[i].path, f.reason))
+        raise IncompleteRunError(str(writer.path), failures, bad, sum(t.n for t in finished))
+    return finished
+
+
+def _failure(task: Any, writer: Any, reason: str) -> ShardFailure:
+    ids = writer.ids
+    failure = ShardFailure(task.group, task.shard, tuple(ids[i] for i in task.sample_indices), reason)
+    log.error("%s", failure)
+    return failure
+
+
+def _task_of(failure: ShardFailure, tasks: Sequence[Any]) -> Any:
+    return next(t for t in tasks if (t.group, t.shard) == (failure.group, failure.shard))
+
+
+@dataclass(frozen=True)
+class DaskExecutor:
+    """What :func:`weightmaps.pipeline.compute` delegates to when given ``executor=``.
+
+    ``scan(inputs, **scan_kwargs)`` replaces the in-process scan, ``run_shards(tasks, source,
+    writer, settings, on_done)`` the process / thread pools.
+    """
+
+    client: Any
+
+    def scan(self, inputs: Any, **kwargs: Any) -> ScanResult:
+        return scan_on_dask(self.client, inputs, **kwargs)
+
+    def run_shards(
+        self, tasks: Sequence[Any], source: Any, writer: Any, settings: ShardSettings,
+        on_done: Callable[[ShardTimes], None] | None = None,
+    ) -> list[ShardTimes]:
+        return run_shards_on_dask(self.client, tasks, source, writer, settings, on_done)
+
+
+def compute_on_dask(
+    cluster: int | str | Any,
+    inputs: Any,
+    out: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    cluster_kwargs: Mapping[str, Any] | None = None,
+    **compute_kwargs: Any,
+) -> ComputeResult:
+    """:func:`weightmaps.compute` with its scan and its shards run on a Dask cluster.
+
+    Same arguments and the same store as :func:`~weightmaps.pipeline.compute` (``workers``
+    and ``parallel`` do not apply: Dask's workers and threads are the parallelism).
+
+    Parameters
+    ----------
+    cluster : int, str, Client or Cluster
+        See :func:`open_client`: a number of local worker processes (local GPUs with
+        ``device="cuda"``), a scheduler address, or a client / cluster of yours.
+    device : str
+        ``"auto"`` is resolved on this machine for a local cluster (GPUs: a
+        ``LocalCUDACluster``), else on a worker; every worker then uses that device. This
+        process resolves the device too, so a ``"cuda"`` run needs CuPy here as well.
+
+    Raises
+    ------
+    IncompleteRunError
+        Some shards failed (listed); the others are written and the store is incomplete.
+
+    Examples
+    --------
+    >>> compute_on_dask(2, "masks/", "w.zarr", sigma=2.0)          # doctest: +SKIP
+    >>> compute_on_dask("tcp://10.0.0.1:8786", "/shared/masks", "/shared/w.zarr",
+    ...                 sigma=2.0, resume=True)                    # doctest: +SKIP
+    """
+    if device == "auto" and isinstance(cluster, int) and not isinstance(cluster, bool):
+        device = _worker_device(device)  # a local cluster: this machine's GPUs, if any
+    with open_client(cluster, device=device, **dict(cluster_kwargs or {})) as client:
+        if device == "auto":
+            device = client.submit(_worker_device, device, pure=False).result()
+        log.info("Dask workers compute on %s", device)
+        return compute(inputs, out, device=device, executor=DaskExecutor(client), **compute_kwargs)
+
+
+def _worker_device(device: str) -> str:
+    from weightmaps.backend import get_backend
+
+    return get_backend(device).name
