@@ -22,12 +22,14 @@ from PIL import Image
 from weightmaps.errors import WeightmapsError
 from weightmaps.sources import (
     MASK_SUFFIXES,
+    ImageSource,
     MaskSource,
     SampleRef,
     _map_labels_lut,
     _map_labels_search,
     _pil_labels,
     mask_digest,
+    open_image_source,
     open_source,
     read_image,
     read_mask,
@@ -186,6 +188,77 @@ def test_suffixes_are_case_insensitive_and_nii_gz_is_one_extension(tmp_path: Pat
     nib.save(nib.Nifti1Image(labels((3, 4, 5)), np.eye(4)), tmp_path / "brain.scan.nii.gz")
     assert open_source(tmp_path).ids == ["UPPER", "brain.scan"]
     assert ".nii.gz" in MASK_SUFFIXES
+
+
+# --------------------------------------------------------------------------------------------------
+# Image sources: the same input kinds and ids, read with read_image
+# --------------------------------------------------------------------------------------------------
+
+
+def test_image_directory_ids_match_the_mask_directory(tmp_path: Path) -> None:
+    for id_ in ("a/1", "a/2", "b"):
+        save_png(tmp_path / "masks" / f"{id_}.png", labels())
+    rgb = labels((6, 7, 3), high=256)
+    save_png(tmp_path / "images" / "a" / "1.png", rgb)
+    Image.fromarray(rgb).save(tmp_path / "images" / "a" / "2.jpg", quality=95)
+    Image.fromarray(rgb).save(tmp_path / "images" / "b.JPEG")
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    images = open_image_source(tmp_path / "images")
+    assert isinstance(images, ImageSource)
+    assert images.ids == open_source(tmp_path / "masks").ids == ["a/1", "a/2", "b"]
+    assert repr(images).startswith("ImageSource(")
+    np.testing.assert_array_equal(images.read(0), rgb)
+    assert images.read(1).shape == images.read(2).shape == (6, 7, 3)
+    assert images.read(1).dtype == np.uint8
+    assert open_image_source(str(tmp_path / "images" / "**" / "*.jpg")).ids == ["a/2"]  # root: images
+    with pytest.raises(WeightmapsError, match=r"2\.jpg: not a mask file"):
+        open_source(tmp_path / "images" / "a" / "2.jpg")  # JPEG is an image, never a mask
+    with pytest.raises(WeightmapsError, match=r"notes\.txt: not an image file"):
+        open_image_source([tmp_path / "images" / "notes.txt"])
+    Image.fromarray(rgb).save(tmp_path / "images" / "b.png")
+    with pytest.raises(WeightmapsError, match="duplicate sample id 'b'"):
+        open_image_source(tmp_path / "images")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WeightmapsError, match=r"empty: no image files found \(suffixes .*\.jpg"):
+        open_image_source(tmp_path / "empty")
+
+
+def test_image_zarr_array_of_any_dtype_pickles_and_reads(tmp_path: Path) -> None:
+    data = RNG.random((3, 5, 6, 2)).astype(np.float32)
+    arr = zarr.create_array(tmp_path / "img.zarr", shape=data.shape, dtype=data.dtype, chunks=(1, 5, 6, 2))
+    arr[:] = data
+    masks = zarr.create_array(tmp_path / "m.zarr", shape=(3, 5, 6), dtype="uint8")
+    for src in (open_image_source(tmp_path / "img.zarr"), open_image_source(arr)):
+        assert src.ids == open_source(masks).ids == ["000000", "000001", "000002"]
+        np.testing.assert_array_equal(src.read(2), data[2])
+        assert src.read(2).dtype == np.float32 and src.label_map is None
+    src = open_image_source(tmp_path / "img.zarr")
+    src.read(0)  # opened here; the pickle carries the path only
+    clone = pickle.loads(pickle.dumps(src))
+    assert clone._zarr_cache is None and clone.fingerprint() == src.fingerprint()
+    np.testing.assert_array_equal(clone.read(1), data[1])
+    flat = zarr.create_array(tmp_path / "flat.zarr", shape=(4, 4), dtype="float32")
+    with pytest.raises(WeightmapsError, match=r"flat\.zarr: zarr array of shape \(4, 4\)"):
+        open_image_source(flat)
+    with pytest.raises(WeightmapsError, match=r"img\.zarr: non-integer masks"):
+        open_source(tmp_path / "img.zarr")  # the dtype check is for masks only
+
+
+def test_image_list_file(tmp_path: Path) -> None:
+    gray = labels((6, 7), high=256)
+    save_png(tmp_path / "images" / "sub" / "a.png", gray)
+    Image.fromarray(gray).save(tmp_path / "images" / "b.jpg")
+    lst = tmp_path / "images.txt"
+    lst.write_text("# images\nimages/sub/a.png\n\nimages/b.jpg\n")
+    src = open_image_source(lst)
+    assert src.ids == ["b", "sub/a"]
+    np.testing.assert_array_equal(src.read(1), gray)
+    bad = tmp_path / "bad.lst"
+    bad.write_text("images/b.jpg\nimages.txt\n")
+    with pytest.raises(WeightmapsError, match=r"bad\.lst:2: .*images\.txt: not an image file"):
+        open_image_source(bad)
+    with pytest.raises(WeightmapsError, match="no image files: the input list is empty"):
+        open_image_source([])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A :class:`MaskSource` is an ordered, picklable list of samples. It holds paths and options only;
 files are read (and a zarr array is opened) lazily, in whichever process calls
-:meth:`MaskSource.read`.
+:meth:`MaskSource.read`. :func:`open_image_source` lists the matching images the same way (same
+input kinds, same sample ids) as an :class:`ImageSource`, for the torch dataset.
 Every problem with an input raises :class:`~weightmaps.errors.WeightmapsError` whose message starts
 with the file (or ``store[i] (id ...)``) it is about.
 
@@ -19,7 +20,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import zarr
@@ -29,10 +30,12 @@ from weightmaps.errors import WeightmapsError
 __all__ = [
     "IMAGE_SUFFIXES",
     "LIST_SUFFIXES",
+    "ImageSource",
     "MASK_SUFFIXES",
     "MaskSource",
     "SampleRef",
     "mask_digest",
+    "open_image_source",
     "open_source",
     "read_image",
     "read_mask",
@@ -45,7 +48,7 @@ IMAGE_SUFFIXES = (*MASK_SUFFIXES, ".jpg", ".jpeg", ".bmp")
 """File suffixes :func:`read_image` reads."""
 
 LIST_SUFFIXES = (".txt", ".lst")
-"""Suffixes of text files that list mask paths, one per line."""
+"""Suffixes of text files that list mask (or image) paths, one per line."""
 
 _GLOB_MAGIC = frozenset("*?[")
 # A label below this bound is remapped through a lookup table; above it, by binary search.
@@ -63,6 +66,25 @@ _PIL_LABEL_MODES = {
 }
 
 LabelMap = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """What a source lists, for discovery and its messages: masks or images."""
+
+    noun: str  # "mask" / "image"
+    a_noun: str  # "a mask" / "an image"
+    suffixes: tuple[str, ...]
+    zarr_ndims: tuple[int, ...]  # ranks accepted for a zarr array, sample axis included
+    zarr_shapes: str  # those ranks, for the message
+    integer: bool  # a zarr array must hold integers (or bool)
+
+
+_MASKS = _Kind("mask", "a mask", MASK_SUFFIXES, (3, 4), "(N, H, W) or (N, D, H, W)", True)
+_IMAGES = _Kind(
+    "image", "an image", IMAGE_SUFFIXES, (3, 4, 5),
+    "(N, H, W) or (N, D, H, W), with or without a channel axis", False,
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,7 +167,7 @@ class MaskSource:
         return len(self.samples)
 
     def __repr__(self) -> str:
-        return f"MaskSource({self.description!r}, {len(self)} samples)"
+        return f"{type(self).__name__}({self.description!r}, {len(self)} samples)"
 
     @property
     def ids(self) -> list[str]:
@@ -237,8 +259,52 @@ class MaskSource:
         return self._zarr_cache
 
 
+class ImageSource(MaskSource):
+    """An ordered collection of images, read lazily; the images of a :class:`MaskSource`.
+
+    Build one with :func:`open_image_source`. Lists and pickles like a :class:`MaskSource`, but
+    :meth:`read` returns the image as stored (any dtype, a channel axis allowed), without label
+    validation or label map.
+
+    Examples
+    --------
+    >>> import numpy as np, zarr
+    >>> arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(2, 4, 4, 3), dtype="float32")
+    >>> src = open_image_source(arr)
+    >>> src.ids, src.read(1).shape
+    (['000000', '000001'], (4, 4, 3))
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[SampleRef],
+        *,
+        description: str,
+        zarr_array: zarr.Array | str | None = None,
+    ) -> None:
+        super().__init__(samples, description=description, zarr_array=zarr_array)
+
+    def read(self, i: int) -> np.ndarray:
+        """Read image ``i``: :func:`read_image` for a file, the raw sample of a zarr array.
+
+        Raises
+        ------
+        WeightmapsError
+            The file is missing, unreadable or corrupt. The message starts with :meth:`describe`.
+        """
+        ref = self.samples[i]
+        if ref.path is not None:
+            return read_image(ref.path)
+        try:
+            return np.ascontiguousarray(self._zarr()[ref.index])
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise WeightmapsError(f"{self.describe(i)}: cannot read: {e}") from e
+
+
 # --------------------------------------------------------------------------------------------------
-# open_source
+# open_source, open_image_source
 # --------------------------------------------------------------------------------------------------
 
 
@@ -292,56 +358,109 @@ def open_source(
     dtype('uint8')
     """
     _normalize_label_map(label_map)  # validate early, with a clear message
+    found = _discover(inputs, _MASKS)
+    return MaskSource(
+        found.samples,
+        description=found.description,
+        label_map=label_map,
+        zarr_array=found.zarr_array,
+    )
+
+
+def open_image_source(
+    inputs: str | os.PathLike[str] | zarr.Array | Sequence[str | os.PathLike[str]],
+) -> ImageSource:
+    """Collect the images named by ``inputs``, with the sample ids :func:`open_source` gives masks.
+
+    Parameters
+    ----------
+    inputs
+        The input kinds of :func:`open_source`, with the same roots and sample-id rules, so
+        ``images/a/001.jpg`` has the id of ``masks/a/001.png``. Files are those with a suffix in
+        :data:`IMAGE_SUFFIXES` (JPEG and BMP too); a zarr array may hold any dtype and have a
+        channel axis: (N, H, W), (N, H, W, C), (N, C, H, W), (N, D, H, W) or 5-D.
+
+    Returns
+    -------
+    ImageSource
+        Samples sorted by id.
+
+    Raises
+    ------
+    WeightmapsError
+        The input does not exist, holds no images, or two files share an id (both are named).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from weightmaps.sample_data import write_dataset
+    >>> root = write_dataset(tempfile.mkdtemp(), n=2, shape=(32, 32))
+    >>> open_image_source(root / "images").ids == open_source(root / "masks").ids
+    True
+    """
+    found = _discover(inputs, _IMAGES)
+    return ImageSource(found.samples, description=found.description, zarr_array=found.zarr_array)
+
+
+class _Found(NamedTuple):
+    """What discovery found: the samples, a description, and the zarr array if any."""
+
+    samples: list[SampleRef]
+    description: str
+    zarr_array: zarr.Array | str | None = None
+
+
+def _discover(
+    inputs: str | os.PathLike[str] | zarr.Array | Sequence[str | os.PathLike[str]], kind: _Kind
+) -> _Found:
     if isinstance(inputs, zarr.Array):
-        return _zarr_source(inputs, label_map)
+        return _zarr_source(inputs, kind)
     if isinstance(inputs, (str, os.PathLike)):
-        return _path_source(os.fspath(inputs), label_map)
+        return _path_source(os.fspath(inputs), kind)
     if isinstance(inputs, Iterable):
         paths = [os.fspath(p) for p in inputs]
         for p in paths:
-            _check_mask_file(p)
+            _check_file(p, kind)
         if not paths:
-            raise WeightmapsError("no mask files: the input list is empty")
-        return _file_source(paths, _common_parent(paths), f"list of {len(paths)} paths", label_map)
+            raise WeightmapsError(f"no {kind.noun} files: the input list is empty")
+        return _file_source(paths, _common_parent(paths), f"list of {len(paths)} paths")
     raise WeightmapsError(
         f"inputs: expected a directory, glob, list file, zarr array or list of paths; "
         f"got {type(inputs).__name__}"
     )
 
 
-def _path_source(spec: str, label_map: Mapping[int, int] | None) -> MaskSource:
+def _path_source(spec: str, kind: _Kind) -> _Found:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
-        kind = _zarr_node_kind(path)
-        if kind == "array":
-            return _zarr_source(path, label_map)
-        if kind == "group":
+        node = _zarr_node_kind(path)
+        if node == "array":
+            return _zarr_source(path, kind)
+        if node == "group":
             arrays = sorted(name for name, _ in zarr.open_group(path, mode="r").arrays())
             hint = ", ".join(os.path.join(spec, a) for a in arrays) or "none"
             raise WeightmapsError(f"{spec}: is a zarr group, not an array; its arrays: {hint}")
-        files = list(_walk(path))
+        files = list(_walk(path, kind.suffixes))
         if not files:
-            suffixes = ", ".join(MASK_SUFFIXES)
-            raise WeightmapsError(f"{spec}: no mask files found (suffixes {suffixes})")
-        return _file_source(files, path, spec, label_map)
+            suffixes = ", ".join(kind.suffixes)
+            raise WeightmapsError(f"{spec}: no {kind.noun} files found (suffixes {suffixes})")
+        return _file_source(files, path, spec)
     if os.path.isfile(path):
         if _suffix(path) in LIST_SUFFIXES:
-            files = _read_list_file(path)
-            return _file_source(files, _common_parent(files), spec, label_map)
-        _check_mask_file(path)
-        return _file_source([path], os.path.dirname(os.path.abspath(path)), spec, label_map)
+            files = _read_list_file(path, kind)
+            return _file_source(files, _common_parent(files), spec)
+        _check_file(path, kind)
+        return _file_source([path], os.path.dirname(os.path.abspath(path)), spec)
     if _GLOB_MAGIC & set(spec):
         matches = sorted(glob.glob(path, recursive=True))
-        files = [m for m in matches if os.path.isfile(m) and _suffix(m) in MASK_SUFFIXES]
+        files = [m for m in matches if os.path.isfile(m) and _suffix(m) in kind.suffixes]
         if not files:
-            raise WeightmapsError(f"{spec}: the glob matched no mask files")
-        return _file_source(files, _glob_root(path), spec, label_map)
+            raise WeightmapsError(f"{spec}: the glob matched no {kind.noun} files")
+        return _file_source(files, _glob_root(path), spec)
     raise WeightmapsError(f"{spec}: no such file or directory")
 
 
-def _file_source(
-    files: Sequence[str], root: str, description: str, label_map: Mapping[int, int] | None
-) -> MaskSource:
+def _file_source(files: Sequence[str], root: str, description: str) -> _Found:
     root = os.path.abspath(root)
     refs = []
     for f in files:
@@ -354,27 +473,27 @@ def _file_source(
             if a.path == b.path:
                 raise WeightmapsError(f"{a.path}: listed twice (sample id {a.id!r})")
             raise WeightmapsError(f"duplicate sample id {a.id!r}: {a.path} and {b.path}")
-    return MaskSource(refs, description=description, label_map=label_map)
+    return _Found(refs, description)
 
 
-def _zarr_source(array: zarr.Array | str, label_map: Mapping[int, int] | None) -> MaskSource:
+def _zarr_source(array: zarr.Array | str, kind: _Kind) -> _Found:
     arr = array if isinstance(array, zarr.Array) else _open_zarr_array(array)
     name = str(arr.store_path) if isinstance(array, zarr.Array) else array
     dtype = np.dtype(arr.dtype)
-    if arr.ndim not in (3, 4):
+    if arr.ndim not in kind.zarr_ndims:
         raise WeightmapsError(
-            f"{name}: zarr array of shape {arr.shape}; expected (N, H, W) or (N, D, H, W)"
+            f"{name}: zarr array of shape {arr.shape}; expected {kind.zarr_shapes}"
         )
-    if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
-        raise WeightmapsError(f"{name}: non-integer masks (dtype {dtype})")
+    if kind.integer and not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+        raise WeightmapsError(f"{name}: non-integer {kind.noun}s (dtype {dtype})")
     if 0 in arr.shape[1:]:
-        raise WeightmapsError(f"{name}: empty masks (shape {arr.shape})")
+        raise WeightmapsError(f"{name}: empty {kind.noun}s (shape {arr.shape})")
     n = arr.shape[0]
     if n == 0:
-        raise WeightmapsError(f"{name}: no masks (shape {arr.shape})")
+        raise WeightmapsError(f"{name}: no {kind.noun}s (shape {arr.shape})")
     width = max(6, len(str(n - 1)))
     refs = [SampleRef(id=f"{i:0{width}d}", path=None, index=i) for i in range(n)]
-    return MaskSource(refs, description=name, label_map=label_map, zarr_array=array)
+    return _Found(refs, name, array)
 
 
 def _zarr_node_kind(path: str) -> str | None:
@@ -402,15 +521,15 @@ def _open_zarr_array(path: str) -> zarr.Array:
         raise WeightmapsError(f"{path}: cannot open as a zarr array: {e}") from e
 
 
-def _walk(root: str) -> Iterable[str]:
+def _walk(root: str, suffixes: tuple[str, ...]) -> Iterable[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and _suffix(name) in MASK_SUFFIXES:
+            if not name.startswith(".") and _suffix(name) in suffixes:
                 yield os.path.join(dirpath, name)
 
 
-def _read_list_file(list_path: str) -> list[str]:
+def _read_list_file(list_path: str, kind: _Kind) -> list[str]:
     base = os.path.dirname(os.path.abspath(list_path))
     try:
         with open(list_path, encoding="utf-8") as f:
@@ -424,23 +543,23 @@ def _read_list_file(list_path: str) -> list[str]:
             continue
         p = os.path.join(base, os.path.expanduser(entry))
         try:
-            _check_mask_file(p)
+            _check_file(p, kind)
         except WeightmapsError as e:
             raise WeightmapsError(f"{list_path}:{lineno}: {e}") from None
         files.append(p)
     if not files:
-        raise WeightmapsError(f"{list_path}: the list file names no mask files")
+        raise WeightmapsError(f"{list_path}: the list file names no {kind.noun} files")
     return files
 
 
-def _check_mask_file(path: str) -> None:
+def _check_file(path: str, kind: _Kind) -> None:
     if not os.path.exists(path):
         raise WeightmapsError(f"{path}: no such file")
     if not os.path.isfile(path):
         raise WeightmapsError(f"{path}: not a file")
-    if _suffix(path) not in MASK_SUFFIXES:
+    if _suffix(path) not in kind.suffixes:
         raise WeightmapsError(
-            f"{path}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})"
+            f"{path}: not {kind.a_noun} file (expected one of {', '.join(kind.suffixes)})"
         )
 
 

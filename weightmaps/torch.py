@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -58,8 +57,9 @@ class WeightMapDataset(torch.utils.data.Dataset):
     images, masks
         Anything :func:`weightmaps.sources.open_source` accepts: a directory (searched
         recursively), a glob, a text file listing paths, a zarr array (path or ``zarr.Array``) or a
-        list of paths. Sample ids are paths relative to the root without extension, as the store
-        names them, so ``images/a/001.png`` pairs with ``masks/a/001.png``.
+        list of paths. Images are listed by :func:`weightmaps.sources.open_image_source` (JPEG
+        and BMP too, any dtype). Sample ids are paths relative to the root without extension, as
+        the store names them, so ``images/a/001.jpg`` pairs with ``masks/a/001.png``.
     weights
         Path of a store written by :func:`weightmaps.compute` from these masks.
     transform
@@ -90,10 +90,11 @@ class WeightMapDataset(torch.utils.data.Dataset):
 
     Notes
     -----
-    Only paths and options are kept in the object's state. The store, files and zarr arrays are
-    opened on first use in each process (keyed by ``os.getpid()``), so the dataset pickles
-    cleanly and ``DataLoader(num_workers>0)`` works with the fork, spawn and forkserver start
-    methods, reading exactly what ``num_workers=0`` reads.
+    Only paths and options are kept in the object's state. The store is opened on first use in
+    each process (keyed by ``os.getpid()``); the mask and image sources read files lazily and
+    re-open a zarr array in the process that unpickles them. So the dataset pickles cleanly and
+    ``DataLoader(num_workers>0)`` works with the fork, spawn and forkserver start methods,
+    reading exactly what ``num_workers=0`` reads.
     """
 
     def __init__(
@@ -106,7 +107,7 @@ class WeightMapDataset(torch.utils.data.Dataset):
         label_map: Mapping[int, int] | None = None,
         check: bool = True,
     ) -> None:
-        from weightmaps.sources import open_source
+        from weightmaps.sources import open_image_source, open_source
         from weightmaps.store import open_store
 
         self.transform = transform
@@ -122,7 +123,7 @@ class WeightMapDataset(torch.utils.data.Dataset):
             stored = store.params.get("label_map")
             label_map = {int(k): int(v) for k, v in stored.items()} if stored else None
         self._masks = open_source(masks, label_map=dict(label_map) if label_map else None)
-        self._images = _ImageSource(images)
+        self._images = open_image_source(images)
 
         store_ids = list(store.ids)
         # samples the compute run skipped as bad (skip_bad=True) are not expected in the store
@@ -211,121 +212,6 @@ def _same_ids(name_a: str, a: Sequence[str], name_b: str, b: Sequence[str]) -> N
     if only_b:
         parts.append(f"{len(only_b)} only in {name_b} (first: {only_b[0]!r})")
     raise WeightmapsError("sample ids do not match: " + "; ".join(parts))
-
-
-class _ImageSource:
-    """Images listed like masks (same ids), read with ``read_image``, zarr opened per process.
-
-    Accepts what :func:`~weightmaps.sources.open_source` accepts, but lists every suffix in
-    ``IMAGE_SUFFIXES`` (JPEG too) and any array dtype.
-    """
-
-    def __init__(self, inputs: Any) -> None:
-        import zarr
-
-        from weightmaps.sources import IMAGE_SUFFIXES, LIST_SUFFIXES
-
-        self._zarr_input: Any = None
-        self._array: Any = None
-        self._pid: int | None = None
-        paths: list[str] = []
-        root = None
-        if isinstance(inputs, zarr.Array) or (
-            isinstance(inputs, (str, os.PathLike)) and _is_zarr_array(os.fspath(inputs))
-        ):
-            arr = inputs if isinstance(inputs, zarr.Array) else zarr.open_array(
-                os.fspath(inputs), mode="r")
-            n = arr.shape[0]
-            width = max(6, len(str(n - 1)))
-            self._zarr_input = inputs if isinstance(inputs, zarr.Array) else os.fspath(inputs)
-            self.description = str(inputs) if not isinstance(inputs, zarr.Array) else str(
-                inputs.store_path)
-            self.ids = [f"{i:0{width}d}" for i in range(n)]
-            self._paths: list[str | None] = [None] * n
-            return
-        if isinstance(inputs, (str, os.PathLike)):
-            spec = os.path.expanduser(os.fspath(inputs))
-            self.description = os.fspath(inputs)
-            if os.path.isdir(spec):
-                root = spec
-                for dirpath, dirnames, filenames in os.walk(spec):
-                    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                    paths += [os.path.join(dirpath, f) for f in sorted(filenames)
-                              if not f.startswith(".") and _suffix(f) in IMAGE_SUFFIXES]
-            elif os.path.isfile(spec) and _suffix(spec) in LIST_SUFFIXES:
-                base = os.path.dirname(os.path.abspath(spec))
-                with open(spec, encoding="utf-8") as f:
-                    paths = [os.path.join(base, line.strip()) for line in f
-                             if line.strip() and not line.strip().startswith("#")]
-            elif os.path.isfile(spec):
-                paths = [spec]
-            else:
-                import glob
-
-                paths = [p for p in sorted(glob.glob(spec, recursive=True))
-                         if os.path.isfile(p) and _suffix(p) in IMAGE_SUFFIXES]
-                parts: list[str] = []
-                for part in Path(spec).parts:
-                    if set("*?[") & set(part):
-                        break
-                    parts.append(part)
-                root = str(Path(*parts)) if parts else "."
-        else:
-            self.description = f"list of {len(inputs)} paths"
-            paths = [os.fspath(p) for p in inputs]
-        if not paths:
-            raise WeightmapsError(f"images {self.description}: no image files found "
-                                  f"(suffixes {', '.join(IMAGE_SUFFIXES)})")
-        paths = [os.path.abspath(p) for p in paths]
-        if root is None:
-            root = os.path.commonpath([os.path.dirname(p) for p in paths])
-        root = os.path.abspath(root)
-        refs = []
-        for p in paths:
-            rel = Path(os.path.relpath(p, root)).as_posix()
-            refs.append((rel[: len(rel) - len(_suffix(rel))], p))
-        refs.sort()
-        for (a, pa), (b, pb) in zip(refs, refs[1:]):
-            if a == b:
-                raise WeightmapsError(f"images: duplicate sample id {a!r}: {pa} and {pb}")
-        self.ids = [r[0] for r in refs]
-        self._paths = [r[1] for r in refs]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_array"] = None
-        state["_pid"] = None
-        return state
-
-    def read(self, i: int) -> np.ndarray:
-        path = self._paths[i]
-        if path is not None:
-            from weightmaps.sources import read_image
-
-            return np.asarray(read_image(path))
-        pid = os.getpid()
-        if self._pid != pid:
-            import zarr
-
-            src = self._zarr_input
-            self._array = zarr.open_array(src, mode="r") if isinstance(src, str) else src
-            self._pid = pid
-        return np.asarray(self._array[i])
-
-
-def _suffix(path: str) -> str:
-    name = os.path.basename(path).lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
-
-
-def _is_zarr_array(path: str) -> bool:
-    import json
-
-    meta = os.path.join(path, "zarr.json")
-    if os.path.isfile(meta):
-        with open(meta, encoding="utf-8") as f:
-            return json.load(f).get("node_type") == "array"
-    return os.path.isfile(os.path.join(path, ".zarray"))
 
 
 def _channels_first(image: np.ndarray, mask_shape: tuple[int, ...], sid: str) -> np.ndarray:
