@@ -316,6 +316,18 @@ def test_dry_run_writes_nothing(png_dir: Path, tmp_path: Path) -> None:
     assert result.n_computed == 0
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"connectivity": 3}, "connectivity"), ({"spacing": (1.0, 2.0, 3.0)}, "one value per axis"),
+     ({"sigma": 0}, "sigma"), ({"dtype": "float64"}, "dtype")],
+)
+def test_bad_parameters_are_refused_before_any_store_exists(png_dir: Path, tmp_path: Path, kwargs, message) -> None:
+    out = tmp_path / "never.zarr"
+    with pytest.raises(WeightmapsError, match=message):
+        compute(png_dir, out, **{"sigma": SIGMA, "device": "cpu", **kwargs})
+    assert not out.exists()
+
+
 def test_existing_store_needs_resume_or_overwrite(png_dir: Path, reference: Path, tmp_path: Path) -> None:
     with pytest.raises(WeightmapsError, match="ref.zarr"):
         compute(png_dir, reference, sigma=SIGMA, device="cpu", workers=1)

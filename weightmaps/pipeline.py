@@ -38,7 +38,9 @@ import numpy as np
 
 from weightmaps.backend import Backend, get_backend, to_numpy
 from weightmaps.classweights import SCHEMES, class_weights as scheme_weights, count_labels
+from weightmaps.engine import OUTPUT_DTYPES
 from weightmaps.errors import WeightmapsError
+from weightmaps.validation import check_connectivity, check_sigma, check_spacing
 
 __all__ = [
     "BadInputError",
@@ -661,15 +663,8 @@ class ShardExecutor(Protocol):
 
 
 def _resolve_spacing(spacing: Any, result: ScanResult) -> tuple[float, ...] | None:
-    ndim = result.ndim
     if spacing is not None:
-        values = (spacing,) * ndim if np.isscalar(spacing) else tuple(spacing)
-        if len(values) != ndim:
-            raise WeightmapsError(f"spacing {tuple(values)} has {len(values)} values but the masks are {ndim}-D")
-        floats = tuple(float(v) for v in values)
-        if not all(math.isfinite(v) and v > 0 for v in floats):
-            raise WeightmapsError(f"spacing values must be finite and > 0, got {floats}")
-        return floats
+        return check_spacing(spacing, result.ndim)
     found = collections.Counter(result.spacings)
     if len(found) == 1:
         return next(iter(found))
@@ -820,17 +815,15 @@ def compute(
         raise WeightmapsError("resume and overwrite exclude each other: resume completes a store, overwrite replaces it")
     if out_path.exists() and not (resume or overwrite):
         raise WeightmapsError(f"store {str(out_path)!r} exists: resume it or overwrite it (--resume / --overwrite)")
-    if dtype not in ("float32", "float16"):
-        raise WeightmapsError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    if dtype not in OUTPUT_DTYPES:
+        raise WeightmapsError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
     if workers is not None and workers < 1:
         raise WeightmapsError(f"workers must be >= 1, got {workers}")
     if batch_size is not None and batch_size < 1:
         raise WeightmapsError(f"batch_size must be >= 1, got {batch_size}")
     if parallel not in ("auto", "processes", "threads"):
         raise WeightmapsError(f"parallel must be 'auto', 'processes' or 'threads', got {parallel!r}")
-    sigma = float(sigma)
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise WeightmapsError(f"sigma must be a finite number > 0, got {sigma!r}")
+    sigma = check_sigma(sigma)
     backend = get_backend(device)
     use_threads = parallel == "threads" or (parallel == "auto" and backend.name == "cuda")
     if executor is None and not use_threads and (workers or os.cpu_count() or 1) > 1 and not dry_run:
@@ -844,6 +837,7 @@ def compute(
     )
     source = scanned.source
     spacing_used = _resolve_spacing(spacing, scanned)
+    connectivity = check_connectivity(connectivity, scanned.ndim)  # before any store is touched
     log.info(
         "scanned %d masks (%d bad) in %.2f s: %d shape group(s), classes %s",
         len(source), len(scanned.bad), scanned.seconds, len(scanned.groups()), list(scanned.counts),
