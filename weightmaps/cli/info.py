@@ -51,14 +51,26 @@ def info_cmd(store: str, as_json: bool) -> None:
     for key, value in params.items():
         click.echo(f"  {key}: {value}")
     if isinstance(cw, dict):
-        source = {k: v for k, v in cw.items() if k != "values"}
-        click.echo(f"  class weights from: {source}")
-    click.echo("  class   pixels      weight")
+        click.echo(f"  class weights: {_weights_origin(cw)}")
+    width = max(len("pixels"), *(len(str(c)) for c in ws.class_counts.values()))
+    click.echo(f"  {'class':>5}  {'pixels':>{width}}  {'weight':>10}")
     for label, weight in ws.class_weights.items():
-        click.echo(f"  {label:>5}  {ws.class_counts.get(label, 0):>7}  {weight:>10.4g}")
+        click.echo(f"  {label:>5}  {ws.class_counts.get(label, 0):>{width}}  {weight:>10.4g}")
     report = ws.report or {}
     bad = report.get("bad") or []
     if bad:
         click.echo(f"  {len(bad)} bad input(s) skipped:")
         for b in bad:
             click.echo(f"    {b.get('path') or b.get('id')}: {b.get('reason')}")
+
+
+def _weights_origin(record: dict[str, Any]) -> str:
+    """Where a store's class weights came from, in words (the record compute() writes)."""
+    source = record.get("source")
+    if source == "scheme":
+        params = record.get("scheme_params") or {}
+        extra = ", ".join(f"{k}={v}" for k, v in params.items())
+        return f"{record.get('scheme')} scheme over the class counts" + (f" ({extra})" if extra else "")
+    if source in ("file", "store"):
+        return f"from the {source} {record.get('path')}"
+    return "given explicitly"
