@@ -344,7 +344,12 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
     from weightmaps.store import create_store
     from weightmaps.validation import check_spacing
 
-    backend = get_backend(device)
+    if device == "cuda-stacked":  # the batching trick of engine._stacked_distance, measured apart
+        import dataclasses
+
+        backend = dataclasses.replace(get_backend("cuda"), stack_batches=True)
+    else:
+        backend = get_backend(device)
     if backend.name == "cuda":
         import cupy
 
@@ -503,7 +508,7 @@ def bench_size(size: Size, work: Path, repeats: int, sigma: float, gpu_ok: bool,
     # Stage breakdown per device, on the same masks.
     result["stages"] = {}
     first_mask = [str(min(masks.iterdir()))]
-    for device in ["scipy", "cpu"] + (["cuda"] if gpu_ok else []):
+    for device in ["scipy", "cpu"] + (["cuda", "cuda-stacked"] if gpu_ok else []):
         store = runs_dir / f"stages-{device}"
         # Warm-up on one mask: lazy imports, first-call setup and GPU kernel compiles stay out.
         stage_breakdown(first_mask, store, size, device, sigma)
@@ -565,12 +570,14 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     # Compute alone at 256²: the instrumented cuda pass against the cuCIM loop's own edges+distance+weights.
     value, why = None, gpu_reason or ("not evaluated (--quick sizes)" if quick else None)
     s = sizes.get("256")
-    if why is None and s and "cuda" in s.get("stages", {}) and "steps_s" in s["variants"]["e"]:
-        steps = s["variants"]["e"]["steps_s"]
-        loop = sum(steps.get(k, 0.0) for k in ("edges", "distance", "weights"))
-        value = loop / s["stages"]["cuda"]["compute_s"]
-    out.append(_target("--device cuda vs (e) cuCIM loop, compute alone, 512 × 256²", value, 5.0,
-                       reason=why or "not measured"))
+    for device, label in (("cuda", "per-sample transforms"), ("cuda-stacked", "batch as one 3-D transform")):
+        value = None
+        if why is None and s and device in s.get("stages", {}) and "steps_s" in s["variants"]["e"]:
+            steps = s["variants"]["e"]["steps_s"]
+            loop = sum(steps.get(k, 0.0) for k in ("edges", "distance", "weights"))
+            value = loop / s["stages"][device]["compute_s"]
+        out.append(_target(f"--device cuda ({label}) vs (e) cuCIM loop, compute alone, 512 × 256²", value, 5.0,
+                           reason=why or "not measured"))
     # GPU never the bottleneck: end to end within 1.25x of the CPU-side floor (decode + stats + digest +
     # write of the instrumented pass, single-threaded, divided by the pipeline's decode/write threads).
     for s in report["sizes"]:

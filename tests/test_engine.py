@@ -285,3 +285,27 @@ def test_backend_pickles_by_name() -> None:
 
     backend = wm.get_backend("cpu")
     assert pickle.loads(pickle.dumps(backend)) is backend
+
+
+@pytest.mark.parametrize("device", CPU_DEVICES)
+@pytest.mark.parametrize("spacing", [None, (0.5, 3.0)])
+def test_stacked_batch_equals_one_transform_per_sample(device: str, spacing) -> None:
+    """The GPU batching trick (one 3-D transform, batch axis spaced out of reach), checked on the CPU."""
+    import dataclasses
+    import pickle
+
+    stack = np.stack([blobs((40, 56), seed=i) for i in range(6)])
+    stack[2] = 1  # no edge: must stay +inf, not see the neighbours' edges
+    stack[4, :, :] = 0
+    stack[4, 0, 0] = 2  # a single edge pair in a corner: the farthest pixel is a full diagonal away
+    stacked = dataclasses.replace(wm.get_backend(device), stack_batches=True)
+    assert pickle.loads(pickle.dumps(stacked)).stack_batches
+    looped = wm.distance_to_edges(stack, spacing=spacing, device=device, batch=True)
+    np.testing.assert_allclose(wm.distance_to_edges(stack, spacing=spacing, device=stacked, batch=True), looped, rtol=1e-6)
+    assert np.isposinf(looped[2]).all()
+    weights = {0: 0.5, 1: 2.0, 2: 4.0}
+    np.testing.assert_allclose(
+        wm.weight_map(stack, sigma=2.0, class_weights=weights, spacing=spacing, device=stacked, batch=True),
+        wm.weight_map(stack, sigma=2.0, class_weights=weights, spacing=spacing, device=device, batch=True),
+        rtol=1e-6,
+    )

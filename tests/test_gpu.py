@@ -77,3 +77,19 @@ def test_cupy_input_with_cpu_device_returns_cupy() -> None:
     out = wm.uncertainty(cupy.asarray(labels), sigma=2.0, device="cpu")
     assert isinstance(out, cupy.ndarray)
     np.testing.assert_allclose(out.get(), wm.uncertainty(labels, sigma=2.0, device="cpu"))
+
+
+def test_cuda_stacked_batch_matches_cpu() -> None:
+    """The batching trick on cuCIM (one 3-D transform for a stack of 2-D masks) against the CPU."""
+    import dataclasses
+
+    import cupy
+
+    stack = np.stack([blobs((96, 128), seed=i) for i in range(8)])
+    stack[3] = 2
+    stacked = dataclasses.replace(wm.get_backend("cuda"), stack_batches=True)
+    weights = {0: 1.0, 1: 2.0, 2: 3.0}
+    for spacing in (None, (0.5, 2.0)):
+        gpu = wm.weight_map(cupy.asarray(stack), sigma=2.0, class_weights=weights, spacing=spacing, batch=True, device=stacked)
+        cpu = wm.weight_map(stack, sigma=2.0, class_weights=weights, spacing=spacing, batch=True, device="cpu")
+        np.testing.assert_allclose(gpu.get(), cpu, rtol=1e-5, atol=1e-7)

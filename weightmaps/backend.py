@@ -14,6 +14,7 @@ scipy float64 and CuPy's own EDT float64 by default, so the dtype is pinned here
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -68,6 +69,11 @@ class Backend:
     # Whether apply_weights takes d² (CPU: edt gives it without a square root) or d (CUDA:
     # cuCIM gives d and the fused kernel squares it in the same pass).
     weights_from_squared: bool
+    # Whether a batch of 2-D samples goes through one 3-D distance transform (the batch axis
+    # spaced too far to cross, see engine._stacked_distance) instead of one call per sample.
+    # Off by default everywhere until a GPU day has measured it against the per-sample loop;
+    # turn it on with dataclasses.replace(get_backend("cuda"), stack_batches=True).
+    stack_batches: bool = False
 
     def asarray(self, array: Any) -> Any:
         """``array`` on this backend's device (no copy when it is there already)."""
@@ -75,7 +81,9 @@ class Backend:
             return to_numpy(array)
         return self.xp.asarray(array)
 
-    def __reduce__(self) -> tuple[Callable[[str], Backend], tuple[str]]:
+    def __reduce__(self) -> tuple[Callable[..., Backend], tuple[Any, ...]]:
+        if self.stack_batches:
+            return _with_stacked_batches, (self.name,)
         return get_backend, (self.name,)
 
 
@@ -225,6 +233,10 @@ def _auto_name() -> str:
         return "cuda"
     log.info("device auto: using the CPU because %s", reason)
     return "cpu"
+
+
+def _with_stacked_batches(name: str) -> Backend:
+    return dataclasses.replace(get_backend(name), stack_batches=True)
 
 
 def get_backend(device: str | Backend = "auto") -> Backend:
