@@ -209,6 +209,9 @@ def test_cli_dask_workers(masks: Path, reference: Path, tmp_path: Path) -> None:
     run = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "x.zarr"), "--dask-workers", "2",
                                     "--scheduler", "tcp://127.0.0.1:1"])
     assert run.exit_code == 2 and "exclude each other" in run.output
+    run = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "y.zarr"), "--dask-workers", "2", "--workers", "4"])
+    assert run.exit_code == 2 and "--workers sizes the in-process pool" in run.output
+    assert not (tmp_path / "y.zarr").exists()
 
 
 def test_cli_exit_status_of_an_incomplete_run(

@@ -114,6 +114,9 @@ def compute_cmd(inputs: str, out: str, resume: bool, overwrite: bool, progress: 
         raise click.UsageError("--resume and --overwrite exclude each other")
     if dask_workers is not None and scheduler is not None:
         raise click.UsageError("--dask-workers and --scheduler exclude each other")
+    if options.get("workers") is not None and (dask_workers is not None or scheduler is not None):
+        raise click.UsageError("--workers sizes the in-process pool; on Dask the cluster's workers do the work "
+                               "(--dask-workers N, or start more workers for --scheduler)")
     with ProgressBars(progress) as bars:
         if dask_workers is not None or scheduler is not None:
             from weightmaps import distributed  # looked up at call time: the module is the API
