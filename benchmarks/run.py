@@ -332,14 +332,14 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
     ``compute_maps`` (``weight_map(batch=True)`` = ``_edges`` → ``_distance`` →
     ``backend.apply_weights``, in batches) and ``StoreWriter.write_shard``. The same calls
     are made here in the same order, with a clock around each. As a check that nothing is
-    left out, ``pipeline.compute_maps`` also runs on every shard (timed apart, as
+    left out, ``shards.compute_maps`` also runs on every shard (timed apart, as
     ``weight_map_call``) and must return the very same maps. ``masks`` is anything
     ``open_source`` takes (a folder, or a list of files for the warm-up pass).
     """
     from weightmaps import engine, get_backend
     from weightmaps.backend import to_numpy
     from weightmaps.classweights import class_weights, count_labels
-    from weightmaps.pipeline import ShardSettings, _default_batch_size, compute_maps
+    from weightmaps.shards import ShardSettings, _default_batch_size, compute_maps
     from weightmaps.sources import mask_digest, open_source
     from weightmaps.store import create_store
     from weightmaps.validation import check_spacing
@@ -358,7 +358,7 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
         timer = StageTimer(lambda: None)
     source = open_source(masks if isinstance(masks, list) else str(masks))
 
-    # Scan pass (pipeline.scan): decode every mask, count its classes.
+    # Scan pass (stats.scan): decode every mask, count its classes.
     counts: dict[int, int] = {}
     shapes = []
     for i in range(len(source)):
@@ -377,7 +377,7 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
                               params={"sigma": sigma, "benchmark": "stage breakdown"}, class_counts=counts,
                               class_weights=weights, fingerprint=source.fingerprint())
 
-    # Compute pass, shard by shard (pipeline.run_shard).
+    # Compute pass, shard by shard (shards.run_shard).
     call_seconds, identical = 0.0, True
     for task in writer.tasks():
         with timer("decode"):

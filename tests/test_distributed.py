@@ -22,7 +22,8 @@ distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
 from weightmaps.errors import WeightmapsError  # noqa: E402
-from weightmaps.pipeline import BadInputError, compute, scan  # noqa: E402
+from weightmaps.pipeline import BadInputError, compute  # noqa: E402
+from weightmaps.stats import scan  # noqa: E402
 from weightmaps.sample_data import write_dataset  # noqa: E402
 from weightmaps.sources import MaskSource, open_source  # noqa: E402
 from weightmaps.store import open_store  # noqa: E402

@@ -23,7 +23,6 @@ from weightmaps.errors import WeightmapsError
 from weightmaps.sources import (
     MASK_SUFFIXES,
     ImageSource,
-    MaskSource,
     SampleRef,
     _map_labels_lut,
     _map_labels_search,

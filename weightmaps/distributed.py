@@ -7,10 +7,10 @@ are identical to the in-process pipeline's:
 * **scan** (:func:`scan_on_dask`): one task per chunk of samples validates its masks and sums their
   class counts (per dimensionality, so that the mixed-2-D/3-D rule is applied after the reduce);
   only per-sample shapes, spacings and problems travel back. The client reduces them into the
-  same :class:`~weightmaps.pipeline.ScanResult` the in-process :func:`~weightmaps.pipeline.scan`
+  same :class:`~weightmaps.stats.ScanResult` the in-process :func:`~weightmaps.stats.scan`
   returns.
 * **compute** (:func:`run_shards_on_dask`): one task per pending shard runs
-  :func:`~weightmaps.pipeline.run_shard`, which decodes, computes and writes the whole shard and
+  :func:`~weightmaps.shards.run_shard`, which decodes, computes and writes the whole shard and
   then its marker. The driver (this process) alone calls ``finalize``.
 
 Exactly one writer per shard, under Dask's semantics:
@@ -68,20 +68,17 @@ from types import ModuleType
 from typing import Any
 
 from weightmaps.errors import WeightmapsError
-from weightmaps.pipeline import (
+from weightmaps.pipeline import ComputeResult, compute
+from weightmaps.shards import ShardSettings, ShardTimes, run_shard
+from weightmaps.stats import (
     BadInputError,
     BadSample,
-    ComputeResult,
+    Progress,
     ScanResult,
-    ShardSettings,
-    ShardTimes,
-    _check_dimensions,
-    _open,
-    _scan_one,
-    _without_path,
-    compute,
-    log as _pipeline_log,
-    run_shard,
+    check_dimensions,
+    open_inputs,
+    scan_one,
+    without_path,
 )
 
 __all__ = [
@@ -94,9 +91,7 @@ __all__ = [
     "scan_on_dask",
 ]
 
-log = _pipeline_log  # the "weightmaps" logger
-
-Progress = Callable[[str, int, int], None]
+log = logging.getLogger("weightmaps")
 
 SHARD_RETRIES = 2
 """Retries of a shard task that raised (a transient I/O error, say); worker deaths count apart."""
@@ -303,9 +298,9 @@ def _scan_chunk(job: _ScanJob, indices: tuple[int, ...]) -> _ScanPart:
     part = _ScanPart({}, {}, {}, {})
     for i in indices:
         try:
-            shape, counts, spacing = _scan_one(job.source, i, job.num_classes, job.ignore_index)
+            shape, counts, spacing = scan_one(job.source, i, job.num_classes, job.ignore_index)
         except WeightmapsError as exc:
-            part.problems[i] = _without_path(str(exc), job.source.samples[i].path)
+            part.problems[i] = without_path(str(exc), job.source.samples[i].path)
             continue
         part.shapes[i] = shape
         part.spacings[i] = spacing
@@ -341,7 +336,7 @@ def scan_on_dask(
     progress: Progress | None = None,
     **_ignored: Any,
 ) -> ScanResult:
-    """:func:`weightmaps.pipeline.scan` as a map-reduce on a Dask cluster; the same result.
+    """:func:`weightmaps.stats.scan` as a map-reduce on a Dask cluster; the same result.
 
     Each task scans ``chunk_size`` samples (default: about four tasks per worker thread, at
     most 256 samples each) and returns their shapes, spacings and problems and their class
@@ -358,7 +353,7 @@ def scan_on_dask(
     """
     distributed = _dask()
     start = time.perf_counter()
-    source = _open(inputs, label_map)
+    source = open_inputs(inputs, label_map)
     n = len(source)
     if n == 0:
         raise WeightmapsError(f"no masks found in {source.description}")
@@ -429,7 +424,7 @@ def scan_on_dask(
             future.cancel()
     # The reduce: the same dimensionality rule and the same result as the in-process scan.
     results = {i: (shapes[i], None, spacings[i]) for i in sorted(shapes)}
-    _check_dimensions(results, problems)
+    check_dimensions(results, problems)
     bad = tuple(BadSample(source.samples[i].id, source.samples[i].path, problems[i]) for i in sorted(problems))
     if bad and not skip_bad:
         raise BadInputError(bad, n)
@@ -479,7 +474,7 @@ def run_shards_on_dask(
     settings: ShardSettings,
     on_done: Callable[[ShardTimes], None] | None = None,
 ) -> list[ShardTimes]:
-    """Run :func:`~weightmaps.pipeline.run_shard` as one Dask task per shard; exactly one writer each.
+    """Run :func:`~weightmaps.shards.run_shard` as one Dask task per shard; exactly one writer each.
 
     ``on_done(times)`` is called in this thread as each shard completes (in completion order,
     driven by ``distributed.as_completed``). Shard tasks retry :data:`SHARD_RETRIES` times; a

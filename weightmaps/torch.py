@@ -362,8 +362,8 @@ def torchvision_transform(aug: Callable[[Any], Any]) -> Callable[[Sample], Sampl
 
     Examples
     --------
-    >>> from torchvision import tv_tensors
-    >>> from torchvision.transforms import v2
+    >>> from torchvision import tv_tensors  # doctest: +SKIP
+    >>> from torchvision.transforms import v2  # doctest: +SKIP
     >>> aug = v2.Compose([
     ...     v2.RandomHorizontalFlip(),
     ...     v2.RandomCrop(256, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: 0}),

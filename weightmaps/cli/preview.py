@@ -76,7 +76,7 @@ def preview_cmd(mask: str, image: str | None, sigma: float, out: str, class_weig
     import numpy as np
 
     from weightmaps import count_labels, distance_to_edges, uncertainty, weight_map
-    from weightmaps.pipeline import resolve_class_weights
+    from weightmaps.stats import resolve_class_weights
     from weightmaps.sources import read_image, read_mask
 
     labels = read_mask(mask, label_map=label_map)

@@ -27,7 +27,7 @@ def stats_cmd(inputs: str, ignore_index: int | None, label_map: dict[int, int] |
     Reads every mask once (the scan pass of `weightmaps compute`), so it also validates INPUT.
     """
     from weightmaps.classweights import SCHEMES, class_weights
-    from weightmaps.pipeline import scan
+    from weightmaps.stats import scan
 
     with ProgressBars(progress) as bars:
         result = scan(inputs, ignore_index=ignore_index, num_classes=num_classes, label_map=label_map,
