@@ -294,6 +294,26 @@ def test_skip_bad_records_them(tmp_path: Path) -> None:
     _assert_maps_match_engine(out, inputs=sorted(root.glob("good*.png")))
 
 
+def test_scan_on_processes_equals_scan_on_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large datasets are scanned by worker processes: same counts, shapes, ids and bad inputs."""
+    import weightmaps.stats
+
+    root = tmp_path / "bad"
+    root.mkdir()
+    _bad_dataset(root)
+    on_threads = scan(root, num_classes=3, skip_bad=True)
+    monkeypatch.setattr(weightmaps.stats, "_SCAN_PROCESSES_FROM", 0)
+    monkeypatch.setattr(weightmaps.stats, "_SCAN_CHUNK", 3)  # several chunks, some mixing good and bad
+    seen: list[int] = []
+    on_processes = scan(root, num_classes=3, skip_bad=True, processes=2, progress=lambda _, done, n: seen.append(done))
+    for field in ("indices", "ids", "shapes", "spacings", "counts", "bad"):
+        assert getattr(on_processes, field) == getattr(on_threads, field), field
+    assert seen == list(range(len(seen))) and seen[-1] == 9
+    with pytest.raises(BadInputError) as info:
+        scan(root, num_classes=3, processes=2)
+    assert len(info.value.bad) == 5
+
+
 def test_scan_counts_and_groups(png_dir: Path) -> None:
     result = scan(png_dir, ignore_index=0)
     assert 0 not in result.counts

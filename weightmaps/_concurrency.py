@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing
+import multiprocessing.context
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -33,3 +37,42 @@ def bounded_map(
         done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
         for future in done:
             yield pending.pop(future), future
+
+
+def process_context() -> multiprocessing.context.BaseContext:
+    """The start method of every process pool of the pipeline (scan and shards)."""
+    # zarr-python runs an asyncio loop on a background thread: a fork()ed child would inherit
+    # its locks but not the thread, and hang. forkserver forks from a clean server process
+    # (which imports weightmaps once), so workers start in milliseconds and never see that loop.
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["weightmaps.shards"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def start_process_server() -> None:
+    """Start the forkserver now, so that its interpreter start and imports overlap other work."""
+    if process_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def exit_with_driver(driver: int) -> None:
+    """In a pool worker: exit when the driver process is gone.
+
+    If the driver is SIGKILLed, nothing tells its workers: the forkserver stays up while they do,
+    and they hold both ends of their task queue. Exit on our own, so that no orphan idles forever
+    or is still writing a shard while a resumed run writes the same shard.
+    """
+    threading.Thread(target=_watch_driver, args=(driver,), daemon=True, name="weightmaps-driver-watch").start()
+
+
+def _watch_driver(driver: int) -> None:
+    while True:
+        time.sleep(0.2)
+        try:
+            os.kill(driver, 0)  # signal 0: only checks that the process exists
+        except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to someone else
+            os._exit(1)

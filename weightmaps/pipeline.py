@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from weightmaps._concurrency import default_threads
+from weightmaps._concurrency import default_threads, start_process_server
 from weightmaps.backend import Backend, get_backend
 from weightmaps.engine import OUTPUT_DTYPES
 from weightmaps.errors import WeightmapsError
@@ -43,7 +43,6 @@ from weightmaps.shards import (
     ShardTimes,
     run_processes,
     run_threads,
-    start_worker_server,
 )
 from weightmaps.stats import BadInputError, BadSample, Progress, ScanResult, resolve_class_weights, scan
 from weightmaps.validation import check_connectivity, check_sigma, check_spacing
@@ -251,14 +250,17 @@ def compute(
     sigma = check_sigma(sigma)
     backend = get_backend(device)
     use_threads = parallel == "threads" or (parallel == "auto" and backend.name == "cuda")
-    if executor is None and not use_threads and (workers or os.cpu_count() or 1) > 1 and not dry_run:
-        start_worker_server()
+    # The CPU path decodes on worker processes (scan and shards alike); the server that forks
+    # them starts now, so that its start overlaps the listing of the inputs.
+    processes = (workers or os.cpu_count() or 1) if executor is None and not use_threads else 0
+    if processes > 1:
+        start_process_server()
 
     # 1. scan
     scan_fn = executor.scan if executor is not None else scan
     scanned = scan_fn(
         inputs, ignore_index=ignore_index, num_classes=num_classes, label_map=label_map,
-        skip_bad=skip_bad, threads=default_threads(workers), progress=progress,
+        skip_bad=skip_bad, threads=default_threads(workers), processes=processes, progress=progress,
     )
     source = scanned.source
     spacing_used = _resolve_spacing(spacing, scanned)

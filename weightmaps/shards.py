@@ -11,9 +11,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import math
-import multiprocessing
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from weightmaps._concurrency import bounded_map
+from weightmaps._concurrency import bounded_map, exit_with_driver, process_context
 from weightmaps.backend import Backend, get_backend, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.stats import ScanResult
@@ -35,7 +33,6 @@ __all__ = [
     "run_processes",
     "run_shard",
     "run_threads",
-    "start_worker_server",
 ]
 
 # A shard holds about 16 MiB of maps (the store's choice); in flight at once on the CPU path:
@@ -144,45 +141,12 @@ def _init_worker(source: Any, writer: Any, settings: ShardSettings, driver: int)
     import zarr
 
     zarr.config.set({"threading.max_workers": 1})
-    # If the driver is SIGKILLed, nothing tells its workers: the forkserver stays up while they
-    # do, and they hold both ends of their task queue. Exit on our own, so that no orphan idles
-    # forever or is still writing a shard while a resumed run writes the same shard.
-    threading.Thread(target=_exit_without_driver, args=(driver,), daemon=True, name="weightmaps-driver-watch").start()
-
-
-def _exit_without_driver(driver: int) -> None:
-    while True:
-        time.sleep(0.2)
-        try:
-            os.kill(driver, 0)  # signal 0: only checks that the process exists
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # the pid was reused by someone else's process
-            os._exit(1)
+    exit_with_driver(driver)
 
 
 def _run_shard_in_worker(task: Any) -> ShardTimes:
     assert _WORKER_STATE is not None, "worker not initialised"
     return run_shard(task, *_WORKER_STATE)
-
-
-def _mp_context() -> multiprocessing.context.BaseContext:
-    # zarr-python runs an asyncio loop on a background thread: a fork()ed child would inherit
-    # its locks but not the thread, and hang. forkserver forks from a clean server process
-    # (which imports weightmaps once), so workers start in milliseconds and never see that loop.
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["weightmaps.shards"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def start_worker_server() -> None:
-    """Start the forkserver now: its interpreter start and imports then overlap the scan."""
-    if _mp_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
 
 
 def run_processes(
@@ -195,7 +159,7 @@ def run_processes(
         return
     workers = min(workers, len(tasks))
     with cf.ProcessPoolExecutor(
-        workers, mp_context=_mp_context(), initializer=_init_worker,
+        workers, mp_context=process_context(), initializer=_init_worker,
         initargs=(source, writer, settings, os.getpid()),
     ) as pool:
         try:

@@ -15,12 +15,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weightmaps._concurrency import bounded_map, default_threads
+from weightmaps._concurrency import bounded_map, default_threads, exit_with_driver, process_context
 from weightmaps.classweights import SCHEMES, class_weights as scheme_weights, count_labels
 from weightmaps.errors import WeightmapsError
 
@@ -32,6 +32,13 @@ Progress = Callable[[str, int, int], None]
 
 # Scan futures in flight per scan thread (each result is a shape and a few counts).
 _SCAN_WINDOW_PER_THREAD = 4
+# With worker processes: samples per task, and the smallest dataset worth a process pool. Below
+# that the threads finish while the process server is still starting (measured, 2 cores, 256²:
+# 512 masks 0.29 s on threads vs 0.39 s on processes; 2048 masks 0.97 s vs 0.41-0.65 s).
+_SCAN_CHUNK = 32
+_SCAN_PROCESSES_FROM = 1024
+
+ScanOutcome = tuple[tuple[int, ...], dict[int, int], tuple[float, ...] | None]
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,7 @@ def scan(
     label_map: Mapping[int, int] | None = None,
     skip_bad: bool = False,
     threads: int | None = None,
+    processes: int = 0,
     progress: Progress | None = None,
 ) -> ScanResult:
     """Decode every mask once: validate, count classes, and gather shapes and spacings.
@@ -132,6 +140,10 @@ def scan(
         Drop bad samples (listed in ``ScanResult.bad``) instead of raising.
     threads : int, optional
         Decoding threads (default: twice the CPU count, at most 16).
+    processes : int
+        Decode on this many worker processes instead, in chunks of samples (datasets of at least
+        1024 masks; the result is the same). PNG decoding and the class counts hold the GIL long
+        enough that threads use two cores poorly.
     progress : callable, optional
         ``progress("scan", done, total)``, called from the calling thread.
 
@@ -154,19 +166,21 @@ def scan(
     if n == 0:
         raise WeightmapsError(f"no masks found in {source.description}")
     threads = threads or default_threads(None)
-    results: dict[int, tuple[tuple[int, ...], dict[int, int], tuple[float, ...] | None]] = {}
+    results: dict[int, ScanOutcome] = {}
     problems: dict[int, str] = {}
     if progress:
         progress("scan", 0, n)
-    with cf.ThreadPoolExecutor(threads, thread_name_prefix="weightmaps-scan") as pool:
-        scan_one = _ScanOne(source, num_classes, ignore_index)
-        for done, (i, future) in enumerate(bounded_map(pool, scan_one, range(n), threads * _SCAN_WINDOW_PER_THREAD), 1):
-            try:
-                results[i] = future.result()
-            except WeightmapsError as exc:
-                problems[i] = without_path(str(exc), source.samples[i].path)
-            if progress:
-                progress("scan", done, n)
+    if processes > 1 and n >= _SCAN_PROCESSES_FROM:
+        outcomes = _scan_on_processes(source, num_classes, ignore_index, processes)
+    else:
+        outcomes = _scan_on_threads(source, num_classes, ignore_index, threads)
+    for done, (i, outcome) in enumerate(outcomes, 1):
+        if isinstance(outcome, str):
+            problems[i] = outcome
+        else:
+            results[i] = outcome
+        if progress:
+            progress("scan", done, n)
     check_dimensions(results, problems)
     bad = tuple(
         BadSample(source.samples[i].id, source.samples[i].path, problems[i]) for i in sorted(problems)
@@ -194,14 +208,52 @@ def scan(
     )
 
 
-@dataclass(frozen=True)
-class _ScanOne:
-    source: Any
-    num_classes: int | None
-    ignore_index: int | None
+def _scan_or_problem(source: Any, i: int, num_classes: int | None, ignore_index: int | None) -> ScanOutcome | str:
+    """Sample ``i``'s scan outcome, or the reason it is bad (without its path, which the report names)."""
+    try:
+        return scan_one(source, i, num_classes, ignore_index)
+    except WeightmapsError as exc:
+        return without_path(str(exc), source.samples[i].path)
 
-    def __call__(self, i: int) -> tuple[tuple[int, ...], dict[int, int], tuple[float, ...] | None]:
-        return scan_one(self.source, i, self.num_classes, self.ignore_index)
+
+def _scan_on_threads(
+    source: Any, num_classes: int | None, ignore_index: int | None, threads: int
+) -> Iterator[tuple[int, ScanOutcome | str]]:
+    with cf.ThreadPoolExecutor(threads, thread_name_prefix="weightmaps-scan") as pool:
+        def one(i: int) -> ScanOutcome | str:
+            return _scan_or_problem(source, i, num_classes, ignore_index)
+
+        for i, future in bounded_map(pool, one, range(len(source)), threads * _SCAN_WINDOW_PER_THREAD):
+            yield i, future.result()
+
+
+# The source of a scan worker process, set once by the pool initializer so that each task
+# carries only its sample indices.
+_SCAN_SOURCE: Any = None
+
+
+def _init_scan_worker(source: Any, driver: int) -> None:
+    global _SCAN_SOURCE
+    _SCAN_SOURCE = source
+    exit_with_driver(driver)
+
+
+def _scan_chunk(indices: range, num_classes: int | None, ignore_index: int | None) -> list[ScanOutcome | str]:
+    return [_scan_or_problem(_SCAN_SOURCE, i, num_classes, ignore_index) for i in indices]
+
+
+def _scan_on_processes(
+    source: Any, num_classes: int | None, ignore_index: int | None, processes: int
+) -> Iterator[tuple[int, ScanOutcome | str]]:
+    n = len(source)
+    chunks = [range(start, min(start + _SCAN_CHUNK, n)) for start in range(0, n, _SCAN_CHUNK)]
+    with cf.ProcessPoolExecutor(
+        min(processes, len(chunks)), mp_context=process_context(),
+        initializer=_init_scan_worker, initargs=(source, os.getpid()),
+    ) as pool:
+        futures = {pool.submit(_scan_chunk, c, num_classes, ignore_index): c for c in chunks}
+        for future in cf.as_completed(futures):
+            yield from zip(futures[future], future.result(), strict=True)
 
 
 def without_path(message: str, path: str | None) -> str:
