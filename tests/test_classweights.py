@@ -54,6 +54,21 @@ def test_median_frequency() -> None:
     assert weights == pytest.approx({0: 0.2 / 0.7, 1: 1.0, 2: 2.0})
 
 
+def test_median_frequency_over_the_images_holding_each_class() -> None:
+    # Eigen & Fergus: f_c = pixels of c / pixels of the images in which c occurs.
+    masks = [np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8)]
+    masks[1][:2, :2] = 1  # class 1: 4 pixels, only in mask 1 (16 pixels); class 0: 28 of 32
+    counts = wm.class_counts(masks)
+    image_pixels = wm.classweights.class_image_pixels(masks)
+    assert image_pixels == {0: 32, 1: 16}
+    freqs = {0: 28 / 32, 1: 4 / 16}
+    median = (freqs[0] + freqs[1]) / 2
+    assert wm.class_weights(counts, "median", image_pixels=image_pixels) == pytest.approx(
+        {0: median / freqs[0], 1: median / freqs[1]})
+    with pytest.raises(wm.WeightmapsError, match=r"no entry for label\(s\) \[1\]"):
+        wm.class_weights(counts, "median", image_pixels={0: 32})
+
+
 def test_enet_log_weights() -> None:
     weights = wm.class_weights({0: 90, 1: 10}, "log")
     assert weights == pytest.approx({0: 1 / math.log(1.02 + 0.9), 1: 1 / math.log(1.02 + 0.1)})

@@ -128,8 +128,9 @@ def test_scan_map_reduce_equals_in_process(client: Any, masks: Path, tmp_path: P
     assert remote.value.bad == local.value.bad and len(local.value.bad) == 3
     a = scan(str(mixed), skip_bad=True, **kwargs)
     b = scan_on_dask(client, str(mixed), skip_bad=True, chunk_size=3, **kwargs)
-    for field in ("indices", "ids", "shapes", "spacings", "counts", "bad"):
+    for field in ("indices", "ids", "shapes", "spacings", "counts", "image_pixels", "bad"):
         assert getattr(a, field) == getattr(b, field), field
+    assert a.image_pixels
     assert scan_on_dask(client, str(masks)).counts == scan(str(masks)).counts  # default chunks
 
 

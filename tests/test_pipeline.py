@@ -16,9 +16,9 @@ from PIL import Image
 from weightmaps import weight_map
 from weightmaps.errors import WeightmapsError
 from weightmaps.pipeline import BadInputError, ComputeResult, compute
-from weightmaps.stats import resolve_class_weights, scan
 from weightmaps.sample_data import make_masks, write_dataset
 from weightmaps.sources import open_source, read_mask
+from weightmaps.stats import resolve_class_weights, scan
 from weightmaps.store import open_store
 
 SIGMA = 2.0
@@ -294,6 +294,23 @@ def test_skip_bad_records_them(tmp_path: Path) -> None:
     _assert_maps_match_engine(out, inputs=sorted(root.glob("good*.png")))
 
 
+def test_median_scheme_uses_the_pixels_of_the_images_holding_each_class(tmp_path: Path) -> None:
+    from weightmaps.classweights import class_counts, class_image_pixels, class_weights
+
+    root = tmp_path / "masks"
+    root.mkdir()
+    masks = list(make_masks(8, (32, 40), num_classes=3, seed=4))
+    for mask in masks[::2]:
+        mask[mask == 2] = 1  # the rare class only in every other mask
+    for i, mask in enumerate(masks):
+        Image.fromarray(mask).save(root / f"m{i}.png")
+    expected = class_weights(class_counts(masks), "median", image_pixels=class_image_pixels(masks))
+    assert expected != pytest.approx(class_weights(class_counts(masks), "median"))
+    result = compute(root, tmp_path / "median.zarr", sigma=SIGMA, class_weights="median", device="cpu", workers=1)
+    assert result.class_weights == pytest.approx(expected, rel=1e-12)
+    assert open_store(tmp_path / "median.zarr").class_weights == pytest.approx(expected, rel=1e-12)
+
+
 def test_scan_on_processes_equals_scan_on_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Large datasets are scanned by worker processes: same counts, shapes, ids and bad inputs."""
     import weightmaps.stats
@@ -306,7 +323,7 @@ def test_scan_on_processes_equals_scan_on_threads(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(weightmaps.stats, "_SCAN_CHUNK", 3)  # several chunks, some mixing good and bad
     seen: list[int] = []
     on_processes = scan(root, num_classes=3, skip_bad=True, processes=2, progress=lambda _, done, n: seen.append(done))
-    for field in ("indices", "ids", "shapes", "spacings", "counts", "bad"):
+    for field in ("indices", "ids", "shapes", "spacings", "counts", "image_pixels", "bad"):
         assert getattr(on_processes, field) == getattr(on_threads, field), field
     assert seen == list(range(len(seen))) and seen[-1] == 9
     with pytest.raises(BadInputError) as info:

@@ -17,7 +17,7 @@ from weightmaps.backend import array_module, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.validation import check_labels
 
-__all__ = ["SCHEMES", "class_counts", "class_weights", "count_labels"]
+__all__ = ["SCHEMES", "add_image_pixels", "class_counts", "class_image_pixels", "class_weights", "count_labels"]
 
 # Beyond this many distinct label values a bincount table costs more than sorting.
 _BINCOUNT_LIMIT = 1 << 20
@@ -76,18 +76,50 @@ def class_counts(masks: Iterable[Any], *, ignore_index: int | None = None) -> di
     return dict(sorted(total.items()))
 
 
+def add_image_pixels(image_pixels: dict[int, int], mask_counts: Mapping[int, int]) -> None:
+    """Add one mask's contribution to :func:`class_image_pixels`: its pixels, to every class it holds."""
+    pixels = sum(mask_counts.values())
+    for label in mask_counts:
+        image_pixels[label] = image_pixels.get(label, 0) + pixels
+
+
+def class_image_pixels(masks: Iterable[Any], *, ignore_index: int | None = None) -> dict[int, int]:
+    """Per class, the pixels of all the masks in which the class occurs (ignore label excluded).
+
+    The denominator of Eigen & Fergus's class frequency for median-frequency balancing:
+    ``f_c = n_c / class_image_pixels[c]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> class_image_pixels([np.zeros((2, 2), np.uint8), np.array([[0, 1, 1]], np.uint8)])
+    {0: 7, 1: 3}
+    """
+    image_pixels: dict[int, int] = {}
+    for mask in masks:
+        add_image_pixels(image_pixels, count_labels(mask, ignore_index=ignore_index))
+    return dict(sorted(image_pixels.items()))
+
+
 def _balanced(counts: dict[int, int]) -> dict[int, float]:
     # Bressan et al. 2021, Eq. 5: phi_c = m / (C n_c); sklearn's compute_class_weight("balanced").
     total, num_classes = sum(counts.values()), len(counts)
     return {c: total / (num_classes * n) for c, n in counts.items()}
 
 
-def _median(counts: dict[int, int]) -> dict[int, float]:
-    # Median-frequency balancing (Eigen & Fergus 2015; SegNet): phi_c = median(f) / f_c.
-    # Eigen & Fergus take f_c over the images where c is present; counts alone do not carry
-    # that, so f_c = n_c / m here (the same weights up to how often each class co-occurs).
-    total = sum(counts.values())
-    freqs = {c: n / total for c, n in counts.items()}
+def _median(counts: dict[int, int], *, image_pixels: Mapping[int, int] | None = None) -> dict[int, float]:
+    # Median-frequency balancing (Eigen & Fergus 2015; SegNet): phi_c = median(f) / f_c, where
+    # f_c = n_c / (pixels of the images in which c occurs). Without those per-class image pixels
+    # (counts alone do not carry them) f_c = n_c / m, the dataset-wide frequency.
+    if image_pixels is None:
+        total = sum(counts.values())
+        freqs = {c: n / total for c, n in counts.items()}
+    else:
+        missing = sorted(set(counts) - {int(k) for k in image_pixels})
+        if missing:
+            raise WeightmapsError(f"median scheme: image_pixels has no entry for label(s) {missing}")
+        pixels = {int(k): v for k, v in image_pixels.items()}
+        freqs = {c: n / pixels[c] for c, n in counts.items()}
     median = float(np.median(list(freqs.values())))
     return {c: median / f for c, f in freqs.items()}
 
@@ -127,7 +159,7 @@ SCHEMES: dict[str, Callable[..., dict[int, float]]] = {
 def class_weights(
     counts: Mapping[int, int] | Mapping[int, float],
     scheme: str | Mapping[int, float] = "balanced",
-    **scheme_params: float,
+    **scheme_params: Any,
 ) -> dict[int, float]:
     """Class-balance weights φ_c from class pixel counts.
 
@@ -139,12 +171,14 @@ def class_weights(
     scheme : str or mapping
         ``"balanced"`` (Bressan et al. 2021, Eq. 5: ``m / (C n_c)``, equal to scikit-learn's
         ``compute_class_weight("balanced")``), ``"median"`` (median-frequency balancing,
-        Eigen & Fergus 2015 / SegNet), ``"log"`` (ENet: ``1 / ln(c + p_c)``, ``c=1.02``),
+        Eigen & Fergus 2015 / SegNet: ``median(f) / f_c`` with ``f_c = n_c / image_pixels[c]``,
+        the pixels of the images in which c occurs, from :func:`class_image_pixels`; without
+        ``image_pixels``, ``f_c = n_c / m``), ``"log"`` (ENet: ``1 / ln(c + p_c)``, ``c=1.02``),
         ``"effective"`` (Cui et al. 2019: ``(1 - β) / (1 - β^n_c)`` scaled to sum to C,
         ``beta=0.9999``), ``"none"`` (all 1), or an explicit ``{label: weight}`` mapping,
         returned as given (``counts`` is then ignored).
     **scheme_params
-        ``c`` for ``"log"``, ``beta`` for ``"effective"``.
+        ``c`` for ``"log"``, ``beta`` for ``"effective"``, ``image_pixels`` for ``"median"``.
 
     Returns
     -------

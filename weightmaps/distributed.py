@@ -63,10 +63,11 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from weightmaps.classweights import add_image_pixels
 from weightmaps.errors import WeightmapsError
 from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.shards import ShardSettings, ShardTimes, run_shard
@@ -292,6 +293,7 @@ class _ScanPart:
     spacings: dict[int, tuple[float, ...] | None]
     problems: dict[int, str]
     counts: dict[int, dict[int, int]]  # ndim -> label -> pixels
+    image_pixels: dict[int, dict[int, int]] = field(default_factory=dict)  # ndim -> label -> pixels
 
 
 def _scan_chunk(job: _ScanJob, indices: tuple[int, ...]) -> _ScanPart:
@@ -307,6 +309,7 @@ def _scan_chunk(job: _ScanJob, indices: tuple[int, ...]) -> _ScanPart:
         total = part.counts.setdefault(len(shape), {})
         for label, n in counts.items():
             total[label] = total.get(label, 0) + n
+        add_image_pixels(part.image_pixels.setdefault(len(shape), {}), counts)
     return part
 
 
@@ -373,6 +376,7 @@ def scan_on_dask(
     spacings: dict[int, tuple[float, ...] | None] = {}
     problems: dict[int, str] = {}
     counts_by_ndim: dict[int, dict[int, int]] = {}
+    image_pixels_by_ndim: dict[int, dict[int, int]] = {}
     done = 0
 
     def reduce(part: _ScanPart, indices: tuple[int, ...]) -> None:
@@ -380,10 +384,11 @@ def scan_on_dask(
         shapes.update(part.shapes)
         spacings.update(part.spacings)
         problems.update(part.problems)
-        for ndim, counts in part.counts.items():
-            total = counts_by_ndim.setdefault(ndim, {})
-            for label, c in counts.items():
-                total[label] = total.get(label, 0) + c
+        for by_ndim, part_by_ndim in ((counts_by_ndim, part.counts), (image_pixels_by_ndim, part.image_pixels)):
+            for ndim, counts in part_by_ndim.items():
+                total = by_ndim.setdefault(ndim, {})
+                for label, c in counts.items():
+                    total[label] = total.get(label, 0) + c
         done += len(indices)
         if progress:
             progress("scan", done, n)
@@ -443,6 +448,7 @@ def scan_on_dask(
         counts=dict(sorted(counts_by_ndim.get(ndim, {}).items())),
         bad=bad,
         seconds=time.perf_counter() - start,
+        image_pixels=dict(sorted(image_pixels_by_ndim.get(ndim, {}).items())),
     )
 
 

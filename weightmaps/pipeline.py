@@ -274,6 +274,7 @@ def compute(
     weights, weights_record = resolve_class_weights(
         class_weights if not isinstance(class_weights, os.PathLike) else str(class_weights),
         scanned.counts, scheme_params=scheme_params, class_weights_from=class_weights_from,
+        image_pixels=scanned.image_pixels,
     )
     params = _jsonable({
         "sigma": sigma,

@@ -16,12 +16,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from weightmaps._concurrency import bounded_map, default_threads, exit_with_driver, process_context
-from weightmaps.classweights import SCHEMES, class_weights as scheme_weights, count_labels
+from weightmaps.classweights import SCHEMES, add_image_pixels, class_weights as scheme_weights, count_labels
 from weightmaps.errors import WeightmapsError
 
 __all__ = ["BadInputError", "BadSample", "ScanResult", "resolve_class_weights", "scan"]
@@ -74,7 +74,8 @@ class ScanResult:
 
     ``indices`` are the source positions of the good samples, in id order; ``ids``, ``shapes``
     and ``spacings`` are aligned with them. ``counts`` sums :func:`~weightmaps.count_labels`
-    over the good samples (ignore label excluded).
+    over the good samples (ignore label excluded); ``image_pixels`` is, per class, the pixels of
+    the good samples in which it occurs (see :func:`~weightmaps.classweights.class_image_pixels`).
     """
 
     source: Any
@@ -85,6 +86,7 @@ class ScanResult:
     counts: dict[int, int]
     bad: tuple[BadSample, ...]
     seconds: float
+    image_pixels: dict[int, int] = field(default_factory=dict)
 
     @property
     def ndim(self) -> int | None:
@@ -193,9 +195,11 @@ def scan(
     if not good:
         raise WeightmapsError(f"all {n} masks in {source.description} are bad")
     counts: dict[int, int] = {}
+    image_pixels: dict[int, int] = {}
     for i in good:
         for label, count in results[i][1].items():
             counts[label] = counts.get(label, 0) + count
+        add_image_pixels(image_pixels, results[i][1])
     return ScanResult(
         source=source,
         indices=tuple(good),
@@ -205,6 +209,7 @@ def scan(
         counts=dict(sorted(counts.items())),
         bad=bad,
         seconds=time.perf_counter() - start,
+        image_pixels=dict(sorted(image_pixels.items())),
     )
 
 
@@ -296,6 +301,7 @@ def resolve_class_weights(
     *,
     scheme_params: Mapping[str, float] | None = None,
     class_weights_from: str | os.PathLike[str] | None = None,
+    image_pixels: Mapping[int, int] | None = None,
 ) -> tuple[dict[int, float], dict[str, Any]]:
     """The class weights for a run, and a JSON-ready record of where they came from.
 
@@ -303,7 +309,8 @@ def resolve_class_weights(
     file ``{label: weight}``, or a mapping. ``class_weights_from`` (another store's path) takes
     the weights of that store, e.g. the training set's for a validation set; it replaces the
     default scheme but conflicts with any other ``spec``. Every label in ``counts`` must have
-    a weight.
+    a weight. ``image_pixels`` (from the scan) gives the ``"median"`` scheme Eigen & Fergus's
+    per-class frequencies.
 
     Examples
     --------
@@ -324,7 +331,8 @@ def resolve_class_weights(
     elif spec is None or (isinstance(spec, str) and spec in SCHEMES):
         scheme = spec or "balanced"
         params = dict(scheme_params or {})
-        weights = scheme_weights(counts, scheme, **params)
+        extra = {"image_pixels": image_pixels} if scheme == "median" and image_pixels is not None else {}
+        weights = scheme_weights(counts, scheme, **params, **extra)
         record = {"source": "scheme", "scheme": scheme, "scheme_params": params}
     elif isinstance(spec, Mapping):
         weights = scheme_weights(counts, spec)

@@ -33,7 +33,10 @@ def stats_cmd(inputs: str, ignore_index: int | None, label_map: dict[int, int] |
         result = scan(inputs, ignore_index=ignore_index, num_classes=num_classes, label_map=label_map,
                       skip_bad=skip_bad, progress=bars)
     counts = result.counts
-    weights = {scheme: class_weights(counts, scheme) for scheme in SCHEMES}
+    weights = {
+        scheme: class_weights(counts, scheme, **({"image_pixels": result.image_pixels} if scheme == "median" else {}))
+        for scheme in SCHEMES
+    }
     total = sum(counts.values())
     if as_json:
         report: dict[str, Any] = {
