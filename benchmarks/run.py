@@ -105,6 +105,7 @@ class Variant:
     gpu: bool
     script: str | None = None  # a plain script in benchmarks/, else the weightmaps CLI
     device: str | None = None  # the CLI's --device
+    extra: tuple[str, ...] = ()  # further CLI arguments
 
 
 VARIANTS = (
@@ -231,14 +232,15 @@ def variant_command(variant: Variant, masks: Path, out: Path, size: Size, sigma:
         return [sys.executable, str(HERE / variant.script), str(masks), str(out), "--sigma", f"{sigma:g}", *spacing]
     cli, _ = weightmaps_command()
     return [*cli, "-q", "compute", str(masks), "--out", str(out), "--sigma", f"{sigma:g}",
-            "--device", str(variant.device), "--no-progress", "--json", *spacing]
+            "--device", str(variant.device), "--no-progress", "--json", *spacing, *variant.extra]
 
 
-def run_variant(variant: Variant, masks: Path, out: Path, size: Size, sigma: float) -> tuple[float, dict[str, Any]]:
+def run_variant(variant: Variant, masks: Path, out: Path, size: Size, sigma: float,
+                timeout: float | None = None) -> tuple[float, dict[str, Any]]:
     """Wall-clock seconds of one end-to-end run, and what the program reported on stdout."""
     cmd = variant_command(variant, masks, out, size, sigma)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent, timeout=timeout)
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(
@@ -509,17 +511,38 @@ def bench_size(size: Size, work: Path, repeats: int, sigma: float, gpu_ok: bool,
     result["stages"] = {}
     first_mask = [str(min(masks.iterdir()))]
     for device in ["scipy", "cpu"] + (["cuda", "cuda-stacked"] if gpu_ok else []):
-        store = runs_dir / f"stages-{device}"
+        stages, error = timed_stages(masks, runs_dir / f"stages-{device}", size, device, sigma, log)
+        if error is None:
+            result["stages"][device] = stages
+        else:
+            result.setdefault("stages_failed", {})[device] = error
+    shutil.rmtree(runs_dir)
+    return result
+
+
+def timed_stages(masks: Path, store: Path, size: Size, device: str, sigma: float,
+                 log: Callable[[str], None]) -> tuple[dict[str, Any] | None, str | None]:
+    """The stage pass on one device after a one-mask warm-up: (stages, None) or (None, error).
+
+    A failing pass (a device out of memory, a transform it cannot take) costs only its own
+    entry: the size's timed runs and the other devices' passes are kept.
+    """
+    first_mask = [str(min(masks.iterdir()))]
+    try:
         # Warm-up on one mask: lazy imports, first-call setup and GPU kernel compiles stay out.
         stage_breakdown(first_mask, store, size, device, sigma)
         shutil.rmtree(store)
-        result["stages"][device] = stage_breakdown(masks, store, size, device, sigma)
-        shutil.rmtree(store)
-        s = result["stages"][device]
-        log(f"[{size.key}] stages on {device}: {s['total_s']:.2f} s single-process, distance "
-            f"{s['distance_share_of_compute']:.0%} of compute")
-    shutil.rmtree(runs_dir)
-    return result
+        stages = stage_breakdown(masks, store, size, device, sigma)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {str(exc)[:500]}"
+        log(f"[{size.key}] stage pass on {device} FAILED: {error}")
+        return None, error
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+    share = stages["distance_share_of_compute"]
+    log(f"[{size.key}] stages on {device}: {stages['total_s']:.2f} s single-process, distance "
+        f"{'n/a' if share is None else f'{share:.0%}'} of compute")
+    return stages, None
 
 
 # --- targets and report ------------------------------------------------------------------------
@@ -648,6 +671,8 @@ def markdown(report: dict[str, Any]) -> str:
             dshare_text = "n/a" if dshare is None else f"{dshare:.0%}"
             lines.append(f"| {s['label']} | {device} | " + " | ".join(cells) + f" | {_fmt_s(st['total_s'])} | "
                          f"{dshare_text} | {st['weight_map_overhead_s']:.3f} |")
+        for device, error in s.get("stages_failed", {}).items():
+            lines.append(f"| {s['label']} | {device} | FAILED: {error[:200]} |" + " |" * (len(STAGES) + 2))
     lines += ["", "Stages: " + "; ".join(f"**{k}** {note}" for k, note in STAGE_NOTES.items()) + ".", ""]
     lines += [
         "## The plain scripts' own steps (median seconds over the timed runs)",

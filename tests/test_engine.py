@@ -294,11 +294,15 @@ def test_stacked_batch_equals_one_transform_per_sample(device: str, spacing) -> 
     import dataclasses
     import pickle
 
-    stack = np.stack([blobs((40, 56), seed=i) for i in range(6)])
+    from weightmaps.cuda_plan import stack_groups
+
+    # 60 samples of 40 x 56 fill 55 % of cuCIM's 64³ cube: the plan stacks them.
+    stack = np.stack([blobs((40, 56), seed=i) for i in range(60)])
     stack[2] = 1  # no edge: must stay +inf, not see the neighbours' edges
     stack[4, :, :] = 0
     stack[4, 0, 0] = 2  # a single edge pair in a corner: the farthest pixel is a full diagonal away
-    stacked = dataclasses.replace(wm.get_backend(device), stack_batches=True)
+    stacked = dataclasses.replace(wm.get_backend(device), stack_batches=True, free_memory=lambda: 2**30)
+    assert stack_groups(len(stack), stack.shape[1:], 2**30) == [(0, 60, True)]
     assert pickle.loads(pickle.dumps(stacked)).stack_batches
     looped = wm.distance_to_edges(stack, spacing=spacing, device=device, batch=True)
     np.testing.assert_allclose(wm.distance_to_edges(stack, spacing=spacing, device=stacked, batch=True), looped, rtol=1e-6)

@@ -85,11 +85,67 @@ def test_cuda_stacked_batch_matches_cpu() -> None:
 
     import cupy
 
-    stack = np.stack([blobs((96, 128), seed=i) for i in range(8)])
+    from weightmaps.cuda_plan import stack_groups
+
+    # 150 masks of 96 x 128: one full 128³ cube stacked, the 22 left over one by one.
+    stack = np.stack([blobs((96, 128), seed=i) for i in range(150)])
     stack[3] = 2
+    stack[140] = 1
     stacked = dataclasses.replace(wm.get_backend("cuda"), stack_batches=True)
+    assert [g[2] for g in stack_groups(150, (96, 128), stacked.free_memory())] == [True, False]
     weights = {0: 1.0, 1: 2.0, 2: 3.0}
     for spacing in (None, (0.5, 2.0)):
         gpu = wm.weight_map(cupy.asarray(stack), sigma=2.0, class_weights=weights, spacing=spacing, batch=True, device=stacked)
         cpu = wm.weight_map(stack, sigma=2.0, class_weights=weights, spacing=spacing, batch=True, device="cpu")
         np.testing.assert_allclose(gpu.get(), cpu, rtol=1e-5, atol=1e-7)
+
+
+def test_cuda_isotropic_spacing_scales_like_the_cpu() -> None:
+    labels = blobs((70, 90), seed=11)
+    for spacing in ((2.5, 2.5), (0.5, 0.5)):
+        np.testing.assert_allclose(
+            wm.distance_to_edges(labels, spacing=spacing, device="cuda"),
+            wm.distance_to_edges(labels, spacing=spacing, device="cpu"), rtol=1e-5)
+
+
+def test_a_volume_beyond_cucims_cube_limit_takes_the_cpu_transform() -> None:
+    """(6, 5, 1300) pads to a 1312³ cube, past cuCIM's int index: edt on the host, exact all the same."""
+    import dataclasses
+
+    import cupy
+
+    volume = np.zeros((6, 5, 1300), dtype=np.uint8)
+    volume[2:4, 1:3, 100:900] = 1
+    volume[:, :, 1250:] = 2
+    weights = {0: 1.0, 1: 3.0, 2: 0.5}
+    gpu = wm.weight_map(cupy.asarray(volume), sigma=4.0, class_weights=weights, spacing=(3.0, 1.0, 1.0))
+    cpu = wm.weight_map(volume, sigma=4.0, class_weights=weights, spacing=(3.0, 1.0, 1.0), device="cpu")
+    assert isinstance(gpu, cupy.ndarray)
+    np.testing.assert_allclose(gpu.get(), cpu, rtol=1e-5, atol=1e-7)
+    strict = dataclasses.replace(wm.get_backend("cuda"), cpu_fallback=False)
+    with pytest.raises(wm.WeightmapsError, match="cube of side 1312"):
+        wm.weight_map(volume, sigma=4.0, class_weights=weights, device=strict)
+
+
+def test_compute_maps_copies_once_into_pinned_memory() -> None:
+    from weightmaps.shards import ShardSettings, compute_maps
+
+    masks = np.stack([blobs((64, 96), seed=i) for i in range(5)])
+    settings = ShardSettings(sigma=2.0, class_weights={0: 1.0, 1: 2.0, 2: 3.0}, batch_size=2)
+    gpu = compute_maps(masks, settings, wm.get_backend("cuda"))
+    cpu = compute_maps(masks, settings, wm.get_backend("cpu"))
+    assert isinstance(gpu, np.ndarray) and gpu.dtype == np.float32
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-7)
+
+
+def test_pipeline_on_the_gpu_writes_the_cpu_maps(tmp_path) -> None:
+    from weightmaps.sample_data import write_dataset
+
+    root = write_dataset(tmp_path, n=20, shape=(96, 80), num_classes=4, with_images=False)
+    gpu = wm.compute(root / "masks", tmp_path / "gpu.zarr", sigma=3.0, device="cuda", samples_per_shard=6)
+    cpu = wm.compute(root / "masks", tmp_path / "cpu.zarr", sigma=3.0, device="cpu", workers=1)
+    assert gpu.device == "cuda" and gpu.n_samples == 20 and gpu.steady_masks_per_second
+    a, b = wm.open_store(tmp_path / "gpu.zarr"), wm.open_store(tmp_path / "cpu.zarr")
+    assert a.complete and a.ids == b.ids
+    for sample_id in a.ids:
+        np.testing.assert_allclose(a[sample_id], b[sample_id], rtol=1e-5, atol=1e-7)

@@ -69,11 +69,19 @@ class Backend:
     # Whether apply_weights takes d² (CPU: edt gives it without a square root) or d (CUDA:
     # cuCIM gives d and the fused kernel squares it in the same pass).
     weights_from_squared: bool
+    # Device memory free for a transform now (CUDA), or None where no limit applies (CPU).
+    # The engine asks weightmaps.cuda_plan with it whether a sample fits cuCIM.
+    free_memory: Callable[[], int] | None = None
     # Whether a batch of 2-D samples goes through one 3-D distance transform (the batch axis
-    # spaced too far to cross, see engine._stacked_distance) instead of one call per sample.
-    # Off by default everywhere until a GPU day has measured it against the per-sample loop;
-    # turn it on with dataclasses.replace(get_backend("cuda"), stack_batches=True).
+    # spaced too far to cross, see engine._stacked_distance) instead of one call per sample,
+    # where cuda_plan.stack_groups says the padded cube is nearly full. Off by default until a
+    # GPU day has measured it against the per-sample loop; turn it on with
+    # dataclasses.replace(get_backend("cuda"), stack_batches=True).
     stack_batches: bool = False
+    # A sample cuCIM cannot take (cuda_plan.transform_limit: too large a padded cube, or not
+    # enough free memory) goes to the CPU's edt transform, exact all the same, with one log line
+    # per shape. False: raise a WeightmapsError instead.
+    cpu_fallback: bool = True
 
     def asarray(self, array: Any) -> Any:
         """``array`` on this backend's device (no copy when it is there already)."""
@@ -82,9 +90,18 @@ class Backend:
         return self.xp.asarray(array)
 
     def __reduce__(self) -> tuple[Callable[..., Backend], tuple[Any, ...]]:
-        if self.stack_batches:
-            return _with_stacked_batches, (self.name,)
-        return get_backend, (self.name,)
+        # By name and the options that differ from the defaults: the functions are rebuilt there.
+        options = {f: getattr(self, f) for f in _OPTIONS if getattr(self, f) != _OPTIONS[f]}
+        return _rebuild, (self.name, options)
+
+
+# The Backend fields a caller may change with dataclasses.replace, and their defaults.
+_OPTIONS = {"stack_batches": False, "cpu_fallback": True}
+
+
+def _rebuild(name: str, options: dict[str, Any]) -> Backend:
+    backend = get_backend(name)
+    return dataclasses.replace(backend, **options) if options else backend
 
 
 def is_cupy_array(array: Any) -> bool:
@@ -182,11 +199,25 @@ def cuda_unavailable_reason() -> str | None:
 
 
 def _cucim_distance(edges: Any, spacing: tuple[float, ...], squared: bool) -> Any:
+    import cupy
     from cucim.core.operations.morphology import distance_transform_edt
 
-    distance = distance_transform_edt(~edges, sampling=spacing, float64_distances=False)
+    # Isotropic spacing goes as sampling=None and is applied here: given a sampling, cuCIM runs
+    # cupy.unique on it and reads the result back (two host syncs per call) to find out the same.
+    isotropic = len(set(spacing)) == 1
+    distance = distance_transform_edt(~edges, sampling=None if isotropic else spacing, float64_distances=False)
     distance = distance.astype(DISTANCE_DTYPE, copy=False)
-    return distance * distance if squared else distance
+    if isotropic and spacing[0] != 1.0:
+        distance *= DISTANCE_DTYPE(spacing[0])
+    return cupy.multiply(distance, distance, out=distance) if squared else distance
+
+
+def _cuda_free_memory() -> int:
+    import cupy
+
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    # Blocks CuPy's pool holds but does not use are free for the transform too.
+    return int(free) + int(cupy.get_default_memory_pool().free_bytes())
 
 
 def _cuda_weights(
@@ -222,7 +253,8 @@ def _build(name: str) -> Backend:
         raise WeightmapsError(f"device 'cuda' is not available: {reason}")
     import cupy
 
-    return Backend("cuda", cupy, _cucim_distance, _cuda_weights, weights_from_squared=False)
+    return Backend("cuda", cupy, _cucim_distance, _cuda_weights, weights_from_squared=False,
+                   free_memory=_cuda_free_memory)
 
 
 @functools.cache
@@ -233,10 +265,6 @@ def _auto_name() -> str:
         return "cuda"
     log.info("device auto: using the CPU because %s", reason)
     return "cpu"
-
-
-def _with_stacked_batches(name: str) -> Backend:
-    return dataclasses.replace(get_backend(name), stack_batches=True)
 
 
 def get_backend(device: str | Backend = "auto") -> Backend:

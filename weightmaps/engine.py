@@ -8,17 +8,20 @@ call says it is a batch). numpy in → numpy out; CuPy in → CuPy out, on its d
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from weightmaps import cuda_plan
 from weightmaps.backend import (
     DISTANCE_DTYPE,
     Backend,
     array_module,
     backend_for,
+    get_backend,
     is_cupy_array,
     to_numpy,
 )
@@ -34,6 +37,8 @@ from weightmaps.validation import (
 __all__ = ["distance_to_edges", "edge_mask", "uncertainty", "weight_map"]
 
 OUTPUT_DTYPES = ("float32", "float16")
+
+log = logging.getLogger("weightmaps")
 
 
 def edge_mask(labels: Any, *, connectivity: int = 1, batch: bool = False) -> Any:
@@ -234,14 +239,39 @@ def _distance(backend: Backend, edges: Any, spacing: tuple[float, ...], batch: b
         # scipy would return garbage without any edge pixel; there is no nearest edge: +inf.
         if not bool(edges.any()):
             return xp.full(edges.shape, np.inf, dtype=DISTANCE_DTYPE)
-        return backend.distance_transform(edges, spacing, squared)
+        return _transform(backend, edges, spacing, squared)
     has_edge = to_numpy(edges.reshape(edges.shape[0], -1).any(axis=1))
-    if backend.stack_batches and edges.ndim == 3 and has_edge.any():
-        return _stacked_distance(backend, edges, spacing, squared, has_edge)
     distance = xp.empty(edges.shape, dtype=DISTANCE_DTYPE)
-    for i, found in enumerate(has_edge):
-        distance[i] = backend.distance_transform(edges[i], spacing, squared) if found else np.inf
+    groups = [(0, len(edges), False)]
+    if backend.stack_batches and edges.ndim == 3 and backend.free_memory is not None:
+        groups = cuda_plan.stack_groups(len(edges), edges.shape[1:], backend.free_memory())
+    for start, stop, stacked in groups:
+        if stacked and has_edge[start:stop].any():
+            distance[start:stop] = _stacked_distance(backend, edges[start:stop], spacing, squared, has_edge[start:stop])
+            continue
+        for i in range(start, stop):
+            distance[i] = _transform(backend, edges[i], spacing, squared) if has_edge[i] else np.inf
     return distance
+
+
+def _transform(backend: Backend, edges: Any, spacing: tuple[float, ...], squared: bool) -> Any:
+    """The backend's transform of one array, or the CPU's where cuCIM cannot take it."""
+    if backend.free_memory is None:
+        return backend.distance_transform(edges, spacing, squared)
+    reason = cuda_plan.transform_limit(edges.shape, backend.free_memory())
+    if reason is None:
+        return backend.distance_transform(edges, spacing, squared)
+    if not backend.cpu_fallback:
+        raise WeightmapsError(f"{reason}; the CPU fallback is off (cpu_fallback=False)")
+    if tuple(edges.shape) not in _FALLBACK_LOGGED:
+        _FALLBACK_LOGGED.add(tuple(edges.shape))
+        log.warning("%s: using the CPU transform (edt) for this shape, exact all the same", reason)
+    cpu = get_backend("cpu")
+    return backend.asarray(cpu.distance_transform(to_numpy(edges), spacing, squared))
+
+
+# Shapes whose CPU fallback was logged already (one line per shape, not per sample).
+_FALLBACK_LOGGED: set[tuple[int, ...]] = set()
 
 
 def _stacked_distance(
@@ -255,7 +285,7 @@ def _stacked_distance(
     sample: on a GPU, small samples are bound by launch overhead, not by arithmetic.
     """
     reach = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(edges.shape[1:], spacing, strict=True))))
-    distance = backend.distance_transform(edges, (2.0 * reach + 1.0, *spacing), squared)
+    distance = _transform(backend, edges, (2.0 * reach + 1.0, *spacing), squared)
     distance[backend.xp.asarray(~has_edge)] = np.inf
     return distance
 

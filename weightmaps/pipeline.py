@@ -70,12 +70,15 @@ class ComputeResult:
     seconds : dict[str, float]
         Wall-clock seconds of the stages ``scan``, ``compute`` (decode + compute + write of all
         pending shards, overlapped), ``write`` (finalize: markers gathered, metadata consolidated)
-        and ``total``.
+        and ``total``; ``first_shard``: compute seconds until the first shard was written.
     busy_seconds : dict[str, float]
         Seconds spent in ``decode``, ``compute`` and ``write`` summed over all shards (over all
         workers, so they may exceed the wall-clock time).
     masks_per_second : float
         ``n_computed / seconds["compute"]``.
+    steady_masks_per_second : float or None
+        Compute rate after the first shard (start-up excluded: CUDA context, kernel compiles,
+        the decode queue filling); None with a single shard.
     plan : dict or None
         On a dry run, the plan (samples, shape groups, shards, estimated bytes); else None.
     """
@@ -92,6 +95,7 @@ class ComputeResult:
     plan: dict[str, Any] | None = None
     spacing: tuple[float, ...] | None = None
     device: str | None = None
+    steady_masks_per_second: float | None = None
 
 
 def _resolve_spacing(spacing: Any, result: ScanResult) -> tuple[float, ...] | None:
@@ -319,7 +323,7 @@ def compute(
     t_compute = time.perf_counter()
     settings = ShardSettings(
         sigma=sigma, class_weights=weights, spacing=spacing_used, ignore_index=ignore_index,
-        connectivity=int(connectivity), dtype=dtype, device=backend.name, batch_size=batch_size,
+        connectivity=int(connectivity), dtype=dtype, device=backend, batch_size=batch_size,
         source_indices=None if len(scanned.indices) == len(source) else scanned.indices,
     )
     busy = {"decode": 0.0, "compute": 0.0, "write": 0.0}
@@ -327,9 +331,15 @@ def compute(
     if progress:
         progress("compute", done, n_total)
 
+    # The first shard carries the start-up (CUDA context, kernel compiles, filling the decode
+    # queue): the rate after it is the steady one, what a larger dataset would see.
+    first_shard: tuple[int, float] | None = None
+
     def on_done(times: ShardTimes) -> None:
-        nonlocal done
+        nonlocal done, first_shard
         done += times.n
+        if first_shard is None:
+            first_shard = (times.n, time.perf_counter() - t_compute)
         busy["decode"] += times.decode
         busy["compute"] += times.compute
         busy["write"] += times.write
@@ -358,12 +368,17 @@ def compute(
     write_seconds = time.perf_counter() - t_write
     total = time.perf_counter() - t_start
     rate = n_pending / compute_seconds if compute_seconds > 0 and n_pending else 0.0
+    steady = None
+    if first_shard is not None and n_pending > first_shard[0] and compute_seconds > first_shard[1]:
+        steady = (n_pending - first_shard[0]) / (compute_seconds - first_shard[1])
     seconds = {"scan": scanned.seconds, "compute": compute_seconds, "write": write_seconds, "total": total}
+    if first_shard is not None:
+        seconds["first_shard"] = first_shard[1]
     log.info("wrote %d masks to %s in %.2f s (%.1f masks/s)", n_pending, out_path, total, rate)
     return ComputeResult(
         store=str(out_path), n_samples=n_total, n_bad=len(scanned.bad), n_computed=n_pending,
         class_weights=weights, seconds=seconds, busy_seconds=busy, masks_per_second=rate,
-        bad=scanned.bad, spacing=spacing_used, device=backend.name,
+        bad=scanned.bad, spacing=spacing_used, device=backend.name, steady_masks_per_second=steady,
     )
 
 

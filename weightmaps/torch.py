@@ -314,7 +314,8 @@ def albumentations_transform(aug: Callable[..., dict[str, Any]]) -> Callable[[Sa
 
     Examples
     --------
-    >>> import albumentations as A
+    >>> import albumentations as A  # doctest: +SKIP
+    >>> import cv2  # doctest: +SKIP
     >>> aug = A.Compose([
     ...     A.HorizontalFlip(p=0.5),
     ...     A.PadIfNeeded(256, 256, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0),

@@ -149,7 +149,7 @@ def compute_cmd(inputs: str, out: str, resume: bool, overwrite: bool, progress: 
             "n_bad": result.n_bad, "bad": [b.as_dict() for b in result.bad],
             "class_weights": result.class_weights, "seconds": result.seconds,
             "busy_seconds": result.busy_seconds, "masks_per_second": result.masks_per_second,
-            "device": result.device,
+            "steady_masks_per_second": result.steady_masks_per_second, "device": result.device,
         })
         return
     skipped = f", skipped {result.n_bad} bad input(s) (listed in the store's report)" if result.n_bad else ""
