@@ -346,10 +346,10 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
     from weightmaps.store import create_store
     from weightmaps.validation import check_spacing
 
-    if device == "cuda-stacked":  # the batching trick of engine._stacked_distance, measured apart
+    if device == "cuda-per-sample":  # without the stacking of engine._stacked_distance, measured apart
         import dataclasses
 
-        backend = dataclasses.replace(get_backend("cuda"), stack_batches=True)
+        backend = dataclasses.replace(get_backend("cuda"), stack_batches=False)
     else:
         backend = get_backend(device)
     if backend.name == "cuda":
@@ -510,7 +510,7 @@ def bench_size(size: Size, work: Path, repeats: int, sigma: float, gpu_ok: bool,
     # Stage breakdown per device, on the same masks.
     result["stages"] = {}
     first_mask = [str(min(masks.iterdir()))]
-    for device in ["scipy", "cpu"] + (["cuda", "cuda-stacked"] if gpu_ok else []):
+    for device in ["scipy", "cpu"] + (["cuda", "cuda-per-sample"] if gpu_ok else []):
         stages, error = timed_stages(masks, runs_dir / f"stages-{device}", size, device, sigma, log)
         if error is None:
             result["stages"][device] = stages
@@ -593,7 +593,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     # Compute alone at 256²: the instrumented cuda pass against the cuCIM loop's own edges+distance+weights.
     value, why = None, gpu_reason or ("not evaluated (--quick sizes)" if quick else None)
     s = sizes.get("256")
-    for device, label in (("cuda", "per-sample transforms"), ("cuda-stacked", "batch as one 3-D transform")):
+    for device, label in (("cuda-per-sample", "per-sample transforms"), ("cuda", "batches stacked as 3-D transforms")):
         value = None
         if why is None and s and device in s.get("stages", {}) and "steps_s" in s["variants"]["e"]:
             steps = s["variants"]["e"]["steps_s"]

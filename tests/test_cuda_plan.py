@@ -48,9 +48,10 @@ def test_a_stack_of_a_few_large_masks_is_never_one_cube() -> None:
     assert stack_groups(4, (1024, 1024), free_bytes=80 * GIB) == [(0, 4, False)]
     assert stack_groups(1, (4096, 4096), free_bytes=140 * GIB) == [(0, 1, False)]
     # Full cubes of small masks do stack; the short remainder goes one by one.
-    assert stack_groups(600, (256, 256), free_bytes=80 * GIB) == [(0, 256, True), (256, 512, True), (512, 600, False)]
-    # A remainder that fills half its cube stacks too.
-    assert stack_groups(200, (128, 128), free_bytes=80 * GIB) == [(0, 128, True), (128, 200, True)]
+    assert stack_groups(550, (256, 256), free_bytes=80 * GIB) == [(0, 256, True), (256, 512, True), (512, 550, False)]
+    # A remainder that fills a quarter of its cube stacks too (a shard of 64 masks of 256²).
+    assert stack_groups(600, (256, 256), free_bytes=80 * GIB)[-1] == (512, 600, True)
+    assert stack_groups(64, (256, 256), free_bytes=80 * GIB) == [(0, 64, True)]
     # Long thin masks fill too little of the cube: never stacked.
     assert stack_groups(512, (32, 512), free_bytes=80 * GIB) == [(0, 512, False)]
     # Not enough free memory for a 1024³ cube: one by one.
@@ -128,9 +129,9 @@ def test_without_the_fallback_a_sample_beyond_the_limit_is_an_error() -> None:
 
 
 def test_backend_options_survive_pickling() -> None:
-    backend = dataclasses.replace(wm.get_backend("cpu"), stack_batches=True, cpu_fallback=False)
+    backend = dataclasses.replace(wm.get_backend("cpu"), stack_batches=False, cpu_fallback=False)
     copy = pickle.loads(pickle.dumps(backend))
-    assert copy.name == "cpu" and copy.stack_batches and not copy.cpu_fallback
+    assert copy.name == "cpu" and not copy.stack_batches and not copy.cpu_fallback
     assert pickle.loads(pickle.dumps(wm.get_backend("scipy"))) is wm.get_backend("scipy")
 
 
@@ -138,7 +139,7 @@ def test_a_batch_mixes_stacked_groups_and_single_samples() -> None:
     # 40 samples of 24 x 30 (side 32): one full stacked group of 32, then 8 one by one.
     stack = np.stack([blobs((24, 30), seed=i) for i in range(40)])
     stack[35] = 1
-    backend = _limited("cpu", free=GIB, stack_batches=True)
+    backend = _limited("cpu", free=GIB)
     assert [g[2] for g in stack_groups(40, (24, 30), GIB)] == [True, False]
     got = wm.distance_to_edges(stack, device=backend, batch=True)
     want = np.stack([wm.distance_to_edges(s, device="scipy") for s in stack])

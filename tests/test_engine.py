@@ -301,9 +301,9 @@ def test_stacked_batch_equals_one_transform_per_sample(device: str, spacing) -> 
     stack[2] = 1  # no edge: must stay +inf, not see the neighbours' edges
     stack[4, :, :] = 0
     stack[4, 0, 0] = 2  # a single edge pair in a corner: the farthest pixel is a full diagonal away
-    stacked = dataclasses.replace(wm.get_backend(device), stack_batches=True, free_memory=lambda: 2**30)
-    assert stack_groups(len(stack), stack.shape[1:], 2**30) == [(0, 60, True)]
-    assert pickle.loads(pickle.dumps(stacked)).stack_batches
+    stacked = dataclasses.replace(wm.get_backend(device), free_memory=lambda: 2**30)
+    assert stacked.stack_batches and stack_groups(len(stack), stack.shape[1:], 2**30) == [(0, 60, True)]
+    assert not pickle.loads(pickle.dumps(dataclasses.replace(stacked, stack_batches=False))).stack_batches
     looped = wm.distance_to_edges(stack, spacing=spacing, device=device, batch=True)
     np.testing.assert_allclose(wm.distance_to_edges(stack, spacing=spacing, device=stacked, batch=True), looped, rtol=1e-6)
     assert np.isposinf(looped[2]).all()

@@ -91,8 +91,8 @@ def test_cuda_stacked_batch_matches_cpu() -> None:
     stack = np.stack([blobs((96, 128), seed=i) for i in range(150)])
     stack[3] = 2
     stack[140] = 1
-    stacked = dataclasses.replace(wm.get_backend("cuda"), stack_batches=True)
-    assert [g[2] for g in stack_groups(150, (96, 128), stacked.free_memory())] == [True, False]
+    stacked = wm.get_backend("cuda")  # stacks by default
+    assert stacked.stack_batches and [g[2] for g in stack_groups(150, (96, 128), stacked.free_memory())] == [True, False]
     weights = {0: 1.0, 1: 2.0, 2: 3.0}
     for spacing in (None, (0.5, 2.0)):
         gpu = wm.weight_map(cupy.asarray(stack), sigma=2.0, class_weights=weights, spacing=spacing, batch=True, device=stacked)
@@ -141,10 +141,11 @@ def test_compute_maps_copies_once_into_pinned_memory() -> None:
 def test_pipeline_on_the_gpu_writes_the_cpu_maps(tmp_path) -> None:
     from weightmaps.sample_data import write_dataset
 
-    root = write_dataset(tmp_path, n=20, shape=(96, 80), num_classes=4, with_images=False)
-    gpu = wm.compute(root / "masks", tmp_path / "gpu.zarr", sigma=3.0, device="cuda", samples_per_shard=6)
+    # Shards of 100 masks of 60 x 64: per shard a full 64³ cube stacked, then 36 masks stacked too.
+    root = write_dataset(tmp_path, n=200, shape=(60, 64), num_classes=4, with_images=False)
+    gpu = wm.compute(root / "masks", tmp_path / "gpu.zarr", sigma=3.0, device="cuda", samples_per_shard=100)
     cpu = wm.compute(root / "masks", tmp_path / "cpu.zarr", sigma=3.0, device="cpu", workers=1)
-    assert gpu.device == "cuda" and gpu.n_samples == 20 and gpu.steady_masks_per_second
+    assert gpu.device == "cuda" and gpu.n_samples == 200 and gpu.steady_masks_per_second
     a, b = wm.open_store(tmp_path / "gpu.zarr"), wm.open_store(tmp_path / "cpu.zarr")
     assert a.complete and a.ids == b.ids
     for sample_id in a.ids:

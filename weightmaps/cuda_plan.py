@@ -39,8 +39,10 @@ _INT32_CUBE_SIDE = 1024
 # Above this side its 2-D coordinate pairs switch from int16 to int32; its hard limit is 2**24.
 _INT16_SQUARE_SIDE = 32768
 _MAX_SQUARE_SIDE = 1 << 24
-# A stack goes as one cube only when the samples fill at least this share of it.
-MIN_STACK_FILL = 0.5
+# A stack goes as one cube only when the samples fill at least this share of it. Measured on an
+# H200 (cuCIM 26.10, benchmarks/results/h200-2026-11-26-transforms-1.json): against one call per
+# sample, a full cube of S masks of S² ran 14-27x faster for S = 64..512, a quarter-full one 4-7x.
+MIN_STACK_FILL = 0.25
 # Of the device memory free at the time, what one transform may plan to use: the engine holds
 # labels, edges and outputs of the batch beside it, and CuPy's pool rounds allocations up.
 _MEMORY_SHARE = 0.5
@@ -107,7 +109,9 @@ def stack_groups(n: int, shape: Sequence[int], free_bytes: int) -> list[tuple[in
     Examples
     --------
     >>> stack_groups(300, (128, 128), free_bytes=8 * 2**30)
-    [(0, 128, True), (128, 256, True), (256, 300, False)]
+    [(0, 128, True), (128, 256, True), (256, 300, True)]
+    >>> stack_groups(280, (128, 128), free_bytes=8 * 2**30)
+    [(0, 128, True), (128, 256, True), (256, 280, False)]
     >>> stack_groups(4, (1024, 1024), free_bytes=80 * 2**30)
     [(0, 4, False)]
     """

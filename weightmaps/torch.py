@@ -24,6 +24,7 @@ Examples
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -572,9 +573,7 @@ class PixelWeights:
         if labels.device.type == "cuda":
             import cupy
 
-            with cupy.cuda.Device(labels.device.index), cupy.cuda.ExternalStream(
-                torch.cuda.current_stream(labels.device).cuda_stream
-            ):
+            with cupy.cuda.Device(labels.device.index), _cupy_stream(torch.cuda.current_stream(labels.device)):
                 arr = cupy.from_dlpack(labels.contiguous())
                 out = torch.from_dlpack(weight_map(arr, device="cuda", **self._kwargs()))
         elif labels.device.type == "cpu":
@@ -584,3 +583,16 @@ class PixelWeights:
             raise WeightmapsError(f"labels on device {labels.device} are not supported "
                                   "(cpu or cuda)")
         return out.to(self.dtype)
+
+
+def _cupy_stream(stream: torch.cuda.Stream) -> Any:
+    """torch's stream as a CuPy stream, so that CuPy's work is ordered with torch's."""
+    import cupy
+
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None and hasattr(stream, "__cuda_stream__"):
+        return from_external(stream)  # the CUDA stream protocol: CuPy 14 and newer
+    # CuPy 14 deprecates ExternalStream for the protocol above; a torch without it still needs it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return cupy.cuda.ExternalStream(stream.cuda_stream, stream.device.index)
