@@ -79,14 +79,17 @@ class Budget:
         return self.end - time.monotonic()
 
 
-def variants(device: str, tiny: bool) -> list[Variant]:
+def variants(device: str, tiny: bool, more_workers: int | None) -> list[Variant]:
     plain = Variant("a", "plain scipy script (subset)", gpu=False, script="plain_scipy.py")
     # Tiny datasets fit one shard; two masks a shard give the steady-state clock something to read.
     extra = ("--samples-per-shard", "2") if tiny else ()
-    ours = Variant("d", f"weightmaps --device {device}", gpu=True, device=device, extra=extra)
-    if device != "cuda":
-        return [plain, ours]
-    return [plain, ours, Variant("e", "plain cuCIM/CuPy loop", gpu=True, script="plain_cucim.py")]
+    chosen = [plain, Variant("d", f"weightmaps --device {device}", gpu=True, device=device, extra=extra)]
+    if more_workers:  # the GPU path's decode and write threads (default 4), measured side by side
+        chosen.append(Variant("f", f"weightmaps --device {device} --workers {more_workers}", gpu=True,
+                              device=device, extra=(*extra, "--workers", str(more_workers))))
+    if device == "cuda":
+        chosen.append(Variant("e", "plain cuCIM/CuPy loop", gpu=True, script="plain_cucim.py"))
+    return chosen
 
 
 def _subset(masks: Path, k: int) -> Path:
@@ -131,8 +134,8 @@ def summarize(entry: dict[str, Any], variant: Variant, n: int) -> None:
             entry["compute_busy_share"] = statistics.median(shares)
 
 
-def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str, tiny: bool, budget: Budget,
-               log: Callable[[str], None]) -> dict[str, Any]:
+def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str, tiny: bool,
+               more_workers: int | None, budget: Budget, log: Callable[[str], None]) -> dict[str, Any]:
     from weightmaps.sample_data import write_dataset
 
     start = time.perf_counter()
@@ -143,7 +146,7 @@ def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str,
     log(f"[{size.key}] {size.label}: data written in {time.perf_counter() - start:.1f} s")
     result: dict[str, Any] = {"key": size.key, "label": size.label, "n": size.n, "subset_n": subset_n,
                               "shape": list(size.shape), "variants": {}, "check": {"ran": False}, "skipped": []}
-    chosen = variants(device, tiny)
+    chosen = variants(device, tiny, more_workers)
     runs_dir = work / f"runs-{size.key}"
     runs_dir.mkdir()
 
@@ -331,6 +334,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--budget-s", type=float, default=170.0, help="start nothing after this many seconds")
     parser.add_argument("--tiny", action="store_true", help="tiny datasets: the rehearsal, measures nothing")
+    parser.add_argument("--more-workers", type=int, default=None, metavar="N",
+                        help="also time (f): weightmaps with --workers N (decode and write threads on the GPU path)")
     args = parser.parse_args()
     table = TINY_SIZES if args.tiny else SIZES
     keys = [k for k in args.sizes.split(",") if k]
@@ -364,7 +369,8 @@ def main() -> int:
                                         "variants": {}, "check": {}})
                 continue
             try:
-                result = bench_size(size, subset_n, work / key, args.repeats, args.device, args.tiny, budget, log)
+                result = bench_size(size, subset_n, work / key, args.repeats, args.device, args.tiny,
+                                    args.more_workers, budget, log)
                 failed |= not result["check"].get("passed", False)
             except Exception as exc:  # one size failing must not lose the others' numbers
                 log(f"[{key}] FAILED: {type(exc).__name__}: {exc}")

@@ -98,11 +98,13 @@ if (( ! rehearse )); then
 fi
 phase versions 60 "$log" "$python" -c "$imports"
 phase gpu-tests 100 "$out/gpu-tests.log" "$python" -m pytest -q -m gpu tests -p no:cacheprovider
-phase transforms 45 "$log" "$python" benchmarks/gpu_transforms.py --out "$out/transforms.json" --device "$device" $sizes_flag
+[[ -n "${GPU_DAY_SKIP_TRANSFORMS:-}" ]] || phase transforms 45 "$log" "$python" benchmarks/gpu_transforms.py --out "$out/transforms.json" --device "$device" $sizes_flag
 # The benchmark stops starting runs 20 s before its limit, so it ends by writing its report.
 budget=$(( $(left) - 25 ))
+# GPU_DAY_BENCH_ARGS: more arguments for gpu_day.py, e.g. "--sizes 1024,256 --more-workers 8".
+# shellcheck disable=SC2086
 phase bench $(( budget + 20 )) "$out/bench.log" "$python" benchmarks/gpu_day.py --out "$out" --device "$device" \
-  --budget-s "$budget" $sizes_flag
+  --budget-s "$budget" $sizes_flag ${GPU_DAY_BENCH_ARGS:-}
 echo "== gpu day: $(( SECONDS - started )) s, $( (( failed )) && echo 'some phase FAILED' || echo 'every phase passed'); files in $out" | tee -a "$log"
 ls "$out" | tee -a "$log"
 exit $failed

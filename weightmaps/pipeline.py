@@ -255,12 +255,11 @@ def compute(
     backend = get_backend(device)
     use_threads = parallel == "threads" or (parallel == "auto" and backend.name == "cuda")
     # The scan decodes on worker processes where the dataset is large enough (stats.scan decides),
-    # on the GPU path too (threads there stay GIL-bound: 2.3 of 16 cores busy, measured on an
-    # H200's machine); the CPU path runs its shards on them as well. The server that forks them
-    # starts now, so that its start overlaps the listing of the inputs.
+    # on the GPU path too; the CPU path runs its shards on them as well, and starts the server that
+    # forks them now, so that its start overlaps the listing of the inputs.
     cores = os.cpu_count() or 1
     processes = 0 if executor is not None else cores if use_threads else (workers or cores)
-    if processes > 1:
+    if processes > 1 and not use_threads:
         start_process_server()
 
     # 1. scan

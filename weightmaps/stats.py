@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import itertools
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,11 +35,11 @@ _SCAN_WINDOW_PER_THREAD = 4
 # With worker processes: samples per task, and the smallest dataset worth a process pool. Below
 # that the threads finish while the process server is still starting (measured, 2 cores, 256²:
 # 512 masks 0.29 s on threads vs 0.39 s on processes; 2048 masks 0.97 s vs 0.41-0.65 s).
+# Counted in masks, not pixels: on an H200's 16-core machine the pool's start (about 1 s) made
+# 256 masks of 1024², 8 of 4096² and 32 of 128³ scan 2-9x slower on processes than on threads
+# (benchmarks/results/h200-2026-11-26-gpu-day-2 against -1); 2048 of 256² were level.
 _SCAN_CHUNK = 32
 _SCAN_PROCESSES_FROM = 1024
-# ... or as many pixels (1024 masks of 256²): larger masks cost the threads more per mask (on a
-# 16-core GPU machine, 256 masks of 1024² scanned on threads kept 2.3 cores busy).
-_SCAN_PROCESSES_FROM_PIXELS = 1024 * 256 * 256
 
 ScanOutcome = tuple[tuple[int, ...], dict[int, int], tuple[float, ...] | None]
 
@@ -177,14 +175,10 @@ def scan(
     problems: dict[int, str] = {}
     if progress:
         progress("scan", 0, n)
-    # The first sample here: its size tells what the whole scan will cost.
-    first = _scan_or_problem(source, 0, num_classes, ignore_index)
-    pixels = n * math.prod(first[0]) if not isinstance(first, str) else 0
-    rest = range(1, n)
-    if processes > 1 and (n >= _SCAN_PROCESSES_FROM or pixels >= _SCAN_PROCESSES_FROM_PIXELS):
-        outcomes = itertools.chain([(0, first)], _scan_on_processes(source, rest, num_classes, ignore_index, processes))
+    if processes > 1 and n >= _SCAN_PROCESSES_FROM:
+        outcomes = _scan_on_processes(source, range(n), num_classes, ignore_index, processes)
     else:
-        outcomes = itertools.chain([(0, first)], _scan_on_threads(source, rest, num_classes, ignore_index, threads))
+        outcomes = _scan_on_threads(source, range(n), num_classes, ignore_index, threads)
     for done, (i, outcome) in enumerate(outcomes, 1):
         if isinstance(outcome, str):
             problems[i] = outcome
