@@ -254,3 +254,30 @@ def test_bad_cluster_arguments() -> None:
     with pytest.raises(WeightmapsError, match="number of workers, an address or a Client"):
         with open_client(True):
             pass
+
+
+def test_more_local_gpu_workers_than_gpus_is_a_usage_error() -> None:
+    from weightmaps.backend import cuda_device_count
+    from weightmaps.distributed import check_gpu_workers
+
+    gpus = cuda_device_count()
+    with pytest.raises(WeightmapsError, match=rf"{gpus + 1} local GPU workers asked for, but this machine has {gpus} GPU"):
+        with open_client(gpus + 1, device="cuda"):
+            pass
+    check_gpu_workers(2, 2)
+    with pytest.raises(WeightmapsError, match="one worker per GPU; ask for at most 2"):
+        check_gpu_workers(3, 2)
+
+
+def test_cli_refuses_more_gpu_workers_than_gpus(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from weightmaps.backend import cuda_device_count
+    from weightmaps.cli import main
+
+    root = write_dataset(tmp_path, n=2, shape=(16, 16), with_images=False)
+    result = CliRunner().invoke(main, ["compute", str(root / "masks"), "--out", str(tmp_path / "w.zarr"), "--sigma", "1",
+                                      "--device", "cuda", "--dask-workers", str(cuda_device_count() + 1)])
+    assert result.exit_code == 2, result.output
+    assert "local GPU workers asked for" in result.output
+    assert not (tmp_path / "w.zarr").exists()

@@ -31,6 +31,7 @@ __all__ = [
     "DISTANCE_DTYPE",
     "Backend",
     "array_module",
+    "cuda_device_count",
     "cuda_unavailable_reason",
     "get_backend",
     "is_cupy_array",
@@ -176,6 +177,16 @@ def _numpy_weights(
 
 
 # --- CUDA ------------------------------------------------------------------------------------
+
+
+def cuda_device_count() -> int:
+    """CUDA devices visible to this process (CUDA_VISIBLE_DEVICES applies); 0 without CuPy or a driver."""
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # ImportError, or CUDARuntimeError without a driver or a device node
+        return 0
 
 
 @functools.cache

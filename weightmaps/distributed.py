@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from weightmaps.backend import cuda_device_count
 from weightmaps.classweights import add_image_pixels
 from weightmaps.errors import WeightmapsError
 from weightmaps.pipeline import ComputeResult, compute
@@ -200,6 +201,7 @@ def open_client(
             if cluster < 1:
                 raise WeightmapsError(f"dask workers must be >= 1, got {cluster}")
             if device == "cuda":
+                check_gpu_workers(cluster, cuda_device_count())
                 try:
                     from dask_cuda import LocalCUDACluster
                 except ImportError as exc:
@@ -226,6 +228,32 @@ def open_client(
             client = stack.enter_context(distributed.Client(cluster))
         _log_cluster(client)
         yield client
+
+
+def check_gpu_workers(requested: int, gpus: int) -> None:
+    """A local GPU cluster runs one worker per GPU: asking for more is a usage error.
+
+    dask-cuda would otherwise start the extra workers on GPUs that do not exist and hang or fail
+    deep inside a worker.
+
+    Examples
+    --------
+    >>> check_gpu_workers(2, gpus=4)
+    >>> try:
+    ...     check_gpu_workers(4, gpus=1)
+    ... except WeightmapsError as exc:
+    ...     print(str(exc).split(":")[0])
+    4 local GPU workers asked for, but this machine has 1 GPU
+    """
+    if requested > gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+        raise WeightmapsError(
+            f"{requested} local GPU workers asked for, but this machine has {gpus} GPU"
+            f"{'' if gpus == 1 else 's'}{where}: a local GPU cluster runs one worker per GPU; ask for "
+            f"at most {gpus}" + (" or use --device cpu" if gpus == 0 else "")
+            + ", or point --scheduler at a cluster with more GPUs"
+        )
 
 
 def _log_cluster(client: Any) -> None:
