@@ -140,7 +140,7 @@ def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str,
 
     start = time.perf_counter()
     root = write_dataset(work / f"data-{size.key}", n=size.n, shape=size.shape, num_classes=size.num_classes,
-                         seed=size.seed, fmt=size.fmt, with_images=False)
+                         seed=size.seed, fmt=size.fmt, with_images=False, objects=size.objects)
     masks = root / "masks"
     subset = _subset(masks, subset_n)
     log(f"[{size.key}] {size.label}: data written in {time.perf_counter() - start:.1f} s")

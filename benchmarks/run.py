@@ -68,6 +68,7 @@ class Size:
     fmt: str  # mask file format
     spacing: tuple[float, ...] | None = None
     seed: int = 0
+    objects: tuple[int, int] = (3, 8)  # common objects per mask (sample_data.make_masks)
 
     @property
     def label(self) -> str:
@@ -75,6 +76,8 @@ class Size:
         power = "³" if len(self.shape) == 3 and len(set(self.shape)) == 1 else "²"
         dims = f"{side}{power}" if len(set(self.shape)) == 1 else "×".join(map(str, self.shape))
         kind = "binary" if self.num_classes == 2 else f"{self.num_classes} classes"
+        if self.objects != (3, 8):
+            kind += f", {self.objects[0]}-{self.objects[1] - 1} objects"
         extra = f", spacing {self.spacing}" if self.spacing else ""
         return f"{self.n} × {dims} ({kind}, {self.fmt}{extra})"
 
@@ -82,6 +85,8 @@ class Size:
 SIZES = {
     "256": Size("256", 512, (256, 256), 4, "png"),
     "256bin": Size("256bin", 512, (256, 256), 2, "png", seed=1),
+    # Many small objects: many boundaries, where scipy's transform is slowest (issue 9).
+    "256many": Size("256many", 512, (256, 256), 4, "png", seed=2, objects=(40, 80)),
     "1024": Size("1024", 64, (1024, 1024), 4, "png"),
     "4096": Size("4096", 4, (4096, 4096), 4, "png"),
     "3d": Size("3d", 8, (128, 128, 128), 4, "tif", spacing=(3.0, 1.0, 1.0)),
@@ -90,11 +95,12 @@ SIZES = {
 QUICK_SIZES = {
     "256": Size("256", 6, (64, 64), 4, "png"),
     "256bin": Size("256bin", 6, (64, 64), 2, "png", seed=1),
+    "256many": Size("256many", 6, (64, 64), 4, "png", seed=2, objects=(40, 80)),
     "1024": Size("1024", 3, (128, 128), 4, "png"),
     "4096": Size("4096", 2, (256, 256), 4, "png"),
     "3d": Size("3d", 2, (16, 16, 16), 4, "tif", spacing=(3.0, 1.0, 1.0)),
 }
-DEFAULT_SIZES = "256,256bin,1024,4096,3d"
+DEFAULT_SIZES = "256,256bin,256many,1024,4096,3d"
 DEFAULT_QUICK_SIZES = "256,256bin,3d"
 
 
@@ -443,7 +449,7 @@ def bench_size(size: Size, work: Path, repeats: int, sigma: float, gpu_ok: bool,
     root = work / f"data-{size.key}"
     start = time.perf_counter()
     write_dataset(root, n=size.n, shape=size.shape, num_classes=size.num_classes, seed=size.seed,
-                  fmt=size.fmt, with_images=False)
+                  fmt=size.fmt, with_images=False, objects=size.objects)
     masks = root / "masks"
     log(f"[{size.key}] {size.label}: data written in {time.perf_counter() - start:.1f} s")
     result: dict[str, Any] = {

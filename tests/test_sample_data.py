@@ -117,3 +117,21 @@ def test_write_dataset_options_and_errors(tmp_path: Path) -> None:
         make_masks(1, (8, 8), num_classes=1)
     with pytest.raises(WeightmapsError, match="shape"):
         make_masks(1, (8,))
+
+
+def test_many_objects_make_many_boundaries_at_the_same_coverage() -> None:
+    from weightmaps import edge_mask
+
+    few = make_masks(8, (128, 128), num_classes=4, seed=3)
+    many = make_masks(8, (128, 128), num_classes=4, seed=3, objects=(40, 80))
+    edges_few = np.mean([edge_mask(m).mean() for m in few])
+    edges_many = np.mean([edge_mask(m).mean() for m in many])
+    assert edges_many > 2 * edges_few
+    # Smaller objects, similar share of the image covered.
+    assert 0.5 < (many > 0).mean() / (few > 0).mean() < 2.0
+    assert set(np.unique(many)) == {0, 1, 2, 3}
+
+
+def test_objects_must_be_a_range() -> None:
+    with pytest.raises(WeightmapsError, match="objects"):
+        make_masks(1, (32, 32), objects=(5, 5))

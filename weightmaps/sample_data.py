@@ -41,6 +41,7 @@ def make_masks(
     num_classes: int = 3,
     seed: int = 0,
     minority: bool = True,
+    objects: tuple[int, int] = (3, 8),
 ) -> np.ndarray:
     """Make ``n`` label masks that look like real segmentation ground truth.
 
@@ -57,6 +58,10 @@ def make_masks(
     minority
         Make the last class rare (few, small objects, about 1-5 % of the pixels). Only applies
         when ``num_classes >= 3``, so that binary masks keep an ordinary foreground.
+    objects
+        How many common objects a mask gets, drawn from ``[low, high)``; the more objects, the
+        smaller each (similar coverage) and the more boundaries, e.g. ``(40, 80)`` for scenes
+        of many small cells.
 
     Returns
     -------
@@ -74,6 +79,8 @@ def make_masks(
     (1, 16, 32, 32)
     """
     shape = _check_shape(shape)
+    if not 1 <= objects[0] < objects[1]:
+        raise WeightmapsError(f"objects: {objects} must be (low, high) with 1 <= low < high")
     if not 2 <= num_classes <= 256:
         raise WeightmapsError(f"num_classes: {num_classes} not in 2..256")
     if n < 0:
@@ -84,11 +91,14 @@ def make_masks(
     common = list(range(1, num_classes - 1 if rare else num_classes))
     ndim = len(shape)
     for mask in masks:
-        n_objects = max(len(common), int(rng.integers(3, 8)))
+        n_objects = max(len(common), int(rng.integers(*objects)))
         # Every common class at least once, the rest drawn at random; painted in random order.
         labels = common + [int(c) for c in rng.choice(common, n_objects - len(common))]
         labels = [labels[i] for i in rng.permutation(n_objects)]
-        scale = min(1.0, 6.0 / n_objects)  # many classes: smaller objects, similar coverage
+        # More objects, smaller ones. Up to 7 (the default draw; kept as it was so that pinned
+        # datasets keep their bytes) the radius scales as 6/n; beyond, as (6/n)^(1/ndim), which
+        # keeps the covered share: many small cells, many boundaries.
+        scale = min(1.0, 6.0 / n_objects) if n_objects <= 7 else (6.0 / n_objects) ** (1.0 / ndim)
         lo, hi = _COMMON_RADIUS[ndim]
         for j, label in enumerate(labels):
             radius = rng.uniform(lo, hi) * scale
@@ -157,6 +167,7 @@ def write_dataset(
     seed: int = 0,
     fmt: str = "png",
     with_images: bool = True,
+    objects: tuple[int, int] = (3, 8),
 ) -> Path:
     """Write a sample dataset: ``root/masks/<id>.<fmt>`` and ``root/images/<id>.png``.
 
@@ -168,7 +179,7 @@ def write_dataset(
     ----------
     root
         Output folder, created if needed.
-    n, shape, num_classes, seed
+    n, shape, num_classes, seed, objects
         As in :func:`make_masks` (images use the same seed).
     fmt
         Mask format: ``"png"`` (2-D only), ``"tif"`` or ``"npy"``.
@@ -195,7 +206,7 @@ def write_dataset(
             f"fmt: 'png' holds 2-D masks only; shape {shape} needs 'tif' or 'npy'"
         )
     root = Path(root)
-    masks = make_masks(n, shape, num_classes=num_classes, seed=seed)
+    masks = make_masks(n, shape, num_classes=num_classes, seed=seed, objects=objects)
     width = max(5, len(str(n - 1)))
     ids = [f"sample_{i:0{width}d}" for i in range(n)]
     (root / "masks").mkdir(parents=True, exist_ok=True)
