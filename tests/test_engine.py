@@ -313,3 +313,21 @@ def test_stacked_batch_equals_one_transform_per_sample(device: str, spacing) -> 
         wm.weight_map(stack, sigma=2.0, class_weights=weights, spacing=spacing, device=device, batch=True),
         rtol=1e-6,
     )
+
+
+@pytest.mark.parametrize("device", CPU_DEVICES)
+def test_label_checks_always_run_on_the_cpu(device: str) -> None:
+    """validate=False spares a GPU its device reads; the numpy lookup has no NaN guard, so the CPU checks anyway."""
+    labels = np.array([[0, 1, 5]], dtype=np.int64)
+    with pytest.raises(wm.WeightmapsError, match=r"\[5\]"):
+        wm.weight_map(labels, sigma=1.0, class_weights={0: 1.0, 1: 2.0}, device=device, validate=False)
+    with pytest.raises(wm.WeightmapsError, match="found label -15"):
+        wm.weight_map(-3 * labels, sigma=1.0, class_weights={0: 1.0}, device=device, validate=False)
+
+
+def test_label_range_reads_both_ends() -> None:
+    from weightmaps.validation import label_range
+
+    assert label_range(np.array([[3, -2], [7, 0]], dtype=np.int16)) == (-2, 7)
+    assert label_range(np.array([4, 9], dtype=np.uint8)) == (0, 9)
+    assert label_range(np.array([True, False])) == (0, 1)

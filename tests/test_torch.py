@@ -532,3 +532,31 @@ def test_pixel_weights_cuda_matches_cpu_without_host_copy():
     import cupy
 
     assert cupy.from_dlpack(cuda).data.ptr == cuda.data_ptr()
+
+
+@pytest.mark.gpu
+def test_pixel_weights_cuda_memory_comes_from_torch_and_validate_false_gives_nan():
+    import cupy
+
+    cw = {0: 0.5, 1: 2.0, 2: 4.0}
+    labels = torch.from_numpy(np.stack(_masks(6, shape=(96, 64))).astype(np.int64)).cuda()
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    before = pool.total_bytes()
+    out = PixelWeights(SIGMA, cw)(labels)
+    assert pool.total_bytes() == before  # CuPy's own pool untouched: the batch used torch's allocator
+    trusted = PixelWeights(SIGMA, cw, validate=False)(labels)
+    torch.testing.assert_close(trusted, out)
+    bad = labels.clone()
+    bad[0, 0, 0] = 7  # no class weight
+    with pytest.raises(WeightmapsError, match=r"\[7\]"):
+        PixelWeights(SIGMA, cw)(bad)
+    unchecked = PixelWeights(SIGMA, cw, validate=False)(bad)
+    assert torch.isnan(unchecked[0, 0, 0]) and torch.isfinite(unchecked[1:]).all()
+
+
+def test_pixel_weights_validate_false_still_checks_on_the_cpu():
+    labels = torch.from_numpy(np.stack(_masks(2, shape=(32, 32))).astype(np.int64))
+    labels[0, 0, 0] = 7
+    with pytest.raises(WeightmapsError, match=r"\[7\]"):
+        PixelWeights(SIGMA, {0: 0.5, 1: 2.0, 2: 4.0}, validate=False)(labels)

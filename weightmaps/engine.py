@@ -31,6 +31,7 @@ from weightmaps.validation import (
     check_labels,
     check_sigma,
     check_spacing,
+    label_range,
     sample_ndim,
 )
 
@@ -141,6 +142,7 @@ def weight_map(
     dtype: str = "float32",
     device: str | Backend = "auto",
     batch: bool = False,
+    validate: bool = True,
 ) -> Any:
     """The loss weight w(x) = φ_label(x) · δ(x) of Bressan et al. (2021).
 
@@ -159,6 +161,11 @@ def weight_map(
         Pixels with this label get weight 0 (they still form edges, like any label).
     dtype : {"float32", "float16"}
         Output dtype.
+    validate : bool
+        Check the label values (none negative, each with a weight) and raise naming the
+        offenders. On a GPU this reads the device once per call; ``False`` skips it there for
+        labels the caller vouches for, and an invalid label then gets weight NaN (the fused
+        kernel's guard) instead of an error. On the CPU the check costs nothing and always runs.
 
     Examples
     --------
@@ -170,11 +177,16 @@ def weight_map(
     sigma = check_sigma(sigma)
     out_dtype = _output_dtype(dtype)
     table, ignore_label = _class_weight_table(class_weights, ignore_index)
-    backend, data, ndim, restore = _prepare(labels, device, batch)
+    backend, data, ndim, restore = _prepare(labels, device, batch, check_values=False)
     spacing = check_spacing(spacing, ndim)
     connectivity = check_connectivity(connectivity, ndim)
-    if int(data.max()) >= table.size:
-        _raise_missing_labels(data, table, class_weights)
+    validate = validate or backend.xp is np  # the numpy lookup clips: it has no NaN guard
+    if validate:
+        low, high = label_range(data)  # one read of the device for both checks
+        if low < 0:
+            raise WeightmapsError(f"labels must be >= 0, found label {low}")
+        if high >= table.size:
+            _raise_missing_labels(data, table, class_weights)
     edges = _edges(data, connectivity, batch)
     distance = _distance(backend, edges, spacing, batch, squared=backend.weights_from_squared)
     weights = backend.apply_weights(
@@ -182,7 +194,7 @@ def weight_map(
     )
     # Labels without a weight read NaN from the table (δ itself is never NaN); a table without
     # holes cannot produce one once the maximum label is known to be inside it.
-    if np.isnan(table).any() and bool(backend.xp.isnan(weights).any()):
+    if validate and np.isnan(table).any() and bool(backend.xp.isnan(weights).any()):
         _raise_missing_labels(data, table, class_weights)
     return restore(weights)
 
@@ -194,10 +206,12 @@ def _as_array(labels: Any) -> Any:
     return labels if is_cupy_array(labels) else np.asarray(labels)
 
 
-def _prepare(labels: Any, device: str | Backend, batch: bool) -> tuple[Backend, Any, int, Any]:
+def _prepare(
+    labels: Any, device: str | Backend, batch: bool, check_values: bool = True
+) -> tuple[Backend, Any, int, Any]:
     """Validate, move to the backend's device, and return how to move results back."""
     labels = _as_array(labels)
-    check_labels(labels, batch=batch)
+    check_labels(labels, batch=batch, values=check_values)
     backend = backend_for(labels, device)
     from_cupy = is_cupy_array(labels)
 

@@ -486,13 +486,20 @@ class PixelWeights:
     dtype
         Output dtype. ``float32`` and ``float16`` are computed as such by the engine; any other
         float dtype is computed in float32 and cast.
+    validate
+        Check every batch's labels (none negative, each with a class weight) and raise naming the
+        offenders. On a GPU that is one read of the device per batch, which waits for the work
+        queued before it; ``False`` skips it for labels you vouch for (an invalid label then gets
+        weight NaN, which the loss shows). On the CPU the check always runs: it costs nothing.
 
     Call
     ----
     ``pw(labels)`` with an integer tensor ``(N, H, W)`` or ``(N, D, H, W)`` returns the weights,
     same shape, on the same device. CUDA tensors go to CuPy through DLPack (no host copy) and back
-    with ``torch.from_dlpack``, computed on torch's current stream; CPU tensors are viewed as
-    numpy (no copy) and run through the engine's CPU path.
+    with ``torch.from_dlpack``, computed on torch's current stream, with CuPy's memory taken from
+    torch's caching allocator (one pool, not two competing for the device); CPU tensors are
+    viewed as numpy (no copy) and run through the engine's CPU path. Besides ``validate``'s read,
+    a batch reads the device once more: which samples have an edge.
 
     Examples
     --------
@@ -509,9 +516,11 @@ class PixelWeights:
         ignore_index: int | None = None,
         connectivity: int = 1,
         dtype: torch.dtype = torch.float32,
+        validate: bool = True,
     ) -> None:
         if not dtype.is_floating_point:
             raise WeightmapsError(f"dtype must be a floating point torch dtype, got {dtype}")
+        self.validate = bool(validate)
         self.sigma = float(sigma)
         self.class_weights = {int(k): float(v) for k, v in class_weights.items()}
         self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
@@ -543,7 +552,7 @@ class PixelWeights:
         return (
             f"PixelWeights(sigma={self.sigma}, class_weights={self.class_weights}, "
             f"spacing={self.spacing}, ignore_index={self.ignore_index}, "
-            f"connectivity={self.connectivity}, dtype={self.dtype})"
+            f"connectivity={self.connectivity}, dtype={self.dtype}, validate={self.validate})"
         )
 
     def _kwargs(self) -> dict[str, Any]:
@@ -555,6 +564,7 @@ class PixelWeights:
             connectivity=self.connectivity,
             dtype=_ENGINE_DTYPES.get(self.dtype, "float32"),
             batch=True,
+            validate=self.validate,
         )
 
     def __call__(self, labels: torch.Tensor) -> torch.Tensor:
@@ -573,7 +583,11 @@ class PixelWeights:
         if labels.device.type == "cuda":
             import cupy
 
-            with cupy.cuda.Device(labels.device.index), _cupy_stream(torch.cuda.current_stream(labels.device)):
+            with (
+                cupy.cuda.Device(labels.device.index),
+                _cupy_stream(torch.cuda.current_stream(labels.device)),
+                cupy.cuda.using_allocator(_torch_allocator(labels.device)),
+            ):
                 arr = cupy.from_dlpack(labels.contiguous())
                 out = torch.from_dlpack(weight_map(arr, device="cuda", **self._kwargs()))
         elif labels.device.type == "cpu":
@@ -596,3 +610,20 @@ def _cupy_stream(stream: torch.cuda.Stream) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return cupy.cuda.ExternalStream(stream.cuda_stream, stream.device.index)
+
+
+def _torch_allocator(device: torch.device) -> Callable[[int], Any]:
+    """A CuPy allocator drawing from torch's caching allocator on ``device``.
+
+    Each CuPy allocation is a uint8 torch tensor that the CuPy memory object keeps alive; its block
+    returns to torch's pool when CuPy lets go. CuPy's own pool would otherwise keep the memory of
+    every batch's temporaries for itself, which torch then cannot use.
+    """
+    import cupy
+
+    def allocate(size: int) -> Any:
+        block = torch.empty(max(size, 1), dtype=torch.uint8, device=device)
+        memory = cupy.cuda.UnownedMemory(block.data_ptr(), size, block, device_id=device.index)
+        return cupy.cuda.MemoryPointer(memory, 0)
+
+    return allocate

@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from weightmaps.backend import array_module
 from weightmaps.errors import WeightmapsError
 
-__all__ = ["check_labels", "check_sigma", "check_spacing", "check_connectivity", "sample_ndim"]
+__all__ = ["check_labels", "check_sigma", "check_spacing", "check_connectivity", "label_range", "sample_ndim"]
 
 
 def sample_ndim(labels: Any, batch: bool) -> int:
@@ -23,11 +24,15 @@ def sample_ndim(labels: Any, batch: bool) -> int:
     return ndim
 
 
-def check_labels(labels: Any, *, ndims: tuple[int, ...] | None = (2, 3), batch: bool = False) -> None:
+def check_labels(
+    labels: Any, *, ndims: tuple[int, ...] | None = (2, 3), batch: bool = False, values: bool = True
+) -> None:
     """Labels are a non-empty integer (or bool) array with no negative value.
 
     Float arrays are refused even when their values are integral: a float mask usually means
     an interpolated or normalised image was passed by mistake, and NaN has no label.
+    ``values=False`` checks the dtype and shape only: the values are then the caller's to check
+    (on a GPU each reading of a value waits for the device; see :func:`label_range`).
     """
     dtype = np.dtype(labels.dtype)
     if dtype.kind not in "iub":
@@ -40,10 +45,20 @@ def check_labels(labels: Any, *, ndims: tuple[int, ...] | None = (2, 3), batch: 
         sample_ndim(labels, batch)
     if labels.size == 0:
         raise WeightmapsError(f"labels are empty (shape {tuple(labels.shape)})")
-    if dtype.kind == "i":
+    if values and dtype.kind == "i":
         low = int(labels.min())
         if low < 0:
             raise WeightmapsError(f"labels must be >= 0, found label {low}")
+
+
+def label_range(labels: Any) -> tuple[int, int]:
+    """The smallest and the largest label, read from the device in one transfer."""
+    if np.dtype(labels.dtype).kind != "i":  # unsigned or bool: the minimum cannot be negative
+        return 0, int(labels.max())
+    if isinstance(labels, np.ndarray):
+        return int(labels.min()), int(labels.max())
+    low, high = array_module(labels).stack((labels.min(), labels.max())).tolist()
+    return int(low), int(high)
 
 
 def check_sigma(sigma: Any) -> float:
