@@ -7,10 +7,11 @@ call says it is a batch). numpy in → numpy out; CuPy in → CuPy out, on its d
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -35,9 +36,11 @@ from weightmaps.validation import (
     sample_ndim,
 )
 
-__all__ = ["distance_to_edges", "edge_mask", "uncertainty", "weight_map"]
+__all__ = ["StageTimer", "distance_to_edges", "edge_mask", "uncertainty", "weight_map"]
 
 OUTPUT_DTYPES = ("float32", "float16")
+# timer(stage) -> a context manager around one step of weight_map (see its `timer`).
+StageTimer = Callable[[str], contextlib.AbstractContextManager[None]]
 
 log = logging.getLogger("weightmaps")
 
@@ -143,6 +146,7 @@ def weight_map(
     device: str | Backend = "auto",
     batch: bool = False,
     validate: bool = True,
+    timer: StageTimer | None = None,
 ) -> Any:
     """The loss weight w(x) = φ_label(x) · δ(x) of Bressan et al. (2021).
 
@@ -166,6 +170,10 @@ def weight_map(
         offenders. On a GPU this reads the device once per call; ``False`` skips it there for
         labels the caller vouches for, and an invalid label then gets weight NaN (the fused
         kernel's guard) instead of an error. On the CPU the check costs nothing and always runs.
+    timer : callable, optional
+        For profiling: ``timer(stage)`` returns a context manager entered around each step,
+        ``"edges"``, ``"distance"`` and ``"weights"`` (``benchmarks/`` times the pipeline's own
+        calls with it, synchronising the device).
 
     Examples
     --------
@@ -187,11 +195,15 @@ def weight_map(
             raise WeightmapsError(f"labels must be >= 0, found label {low}")
         if high >= table.size:
             _raise_missing_labels(data, table, class_weights)
-    edges = _edges(data, connectivity, batch)
-    distance = _distance(backend, edges, spacing, batch, squared=backend.weights_from_squared)
-    weights = backend.apply_weights(
-        data, distance, backend.asarray(table), _inv_two_sigma_sq(sigma), ignore_label, out_dtype
-    )
+    timed = timer or untimed
+    with timed("edges"):
+        edges = _edges(data, connectivity, batch)
+    with timed("distance"):
+        distance = _distance(backend, edges, spacing, batch, squared=backend.weights_from_squared)
+    with timed("weights"):
+        weights = backend.apply_weights(
+            data, distance, backend.asarray(table), _inv_two_sigma_sq(sigma), ignore_label, out_dtype
+        )
     # Labels without a weight read NaN from the table (δ itself is never NaN); a table without
     # holes cannot produce one once the maximum label is known to be inside it.
     if validate and np.isnan(table).any() and bool(backend.xp.isnan(weights).any()):
@@ -200,6 +212,11 @@ def weight_map(
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def untimed(stage: str) -> contextlib.nullcontext[None]:
+    """The timer that times nothing (the default of every ``timer`` argument)."""
+    return contextlib.nullcontext()
 
 
 def _as_array(labels: Any) -> Any:

@@ -21,6 +21,7 @@ import numpy as np
 
 from weightmaps._concurrency import bounded_map, exit_with_driver, process_context
 from weightmaps.backend import Backend, get_backend, is_cupy_array
+from weightmaps.engine import StageTimer, untimed as _untimed
 from weightmaps.errors import WeightmapsError
 from weightmaps.stats import ScanResult
 
@@ -88,22 +89,28 @@ def decode_shard(task: Any, source: Any, settings: ShardSettings) -> tuple[np.nd
     return np.stack(masks), digests
 
 
-def compute_maps(masks: np.ndarray, settings: ShardSettings, backend: Backend | None = None) -> np.ndarray:
+def compute_maps(
+    masks: np.ndarray, settings: ShardSettings, backend: Backend | None = None, timer: StageTimer | None = None
+) -> np.ndarray:
     """Weight maps of a stack of same-shaped masks, in batches of ``settings.batch_size``.
 
     On a GPU each batch goes up once and its maps come down once, straight into the returned
     array, which lies in pinned host memory (the copy runs at full bus speed and the write
-    thread takes the array as it is).
+    thread takes the array as it is). ``timer`` (for profiling) is entered around each step:
+    ``"transfer"`` (both ways) and :func:`weightmaps.weight_map`'s own.
     """
-    from weightmaps import weight_map
+    from weightmaps.engine import weight_map
 
     backend = backend or get_backend(settings.device)
+    timed = timer or _untimed
     n = len(masks)
     batch = settings.batch_size or _default_batch_size(backend, masks.shape[1:])
     out = _host_array(backend, masks.shape, np.dtype(settings.dtype))
     for start in range(0, n, batch):
+        with timed("transfer"):
+            data = backend.asarray(masks[start:start + batch])
         maps = weight_map(
-            backend.asarray(masks[start:start + batch]),
+            data,
             sigma=settings.sigma,
             class_weights=settings.class_weights,
             spacing=settings.spacing,
@@ -112,11 +119,13 @@ def compute_maps(masks: np.ndarray, settings: ShardSettings, backend: Backend | 
             dtype=settings.dtype,
             device=backend,
             batch=True,
+            timer=timer,
         )
-        if is_cupy_array(maps):
-            maps.get(out=out[start:start + batch])
-        else:
-            out[start:start + batch] = maps
+        with timed("transfer"):
+            if is_cupy_array(maps):
+                maps.get(out=out[start:start + batch])
+            else:
+                out[start:start + batch] = maps
     return out
 
 
