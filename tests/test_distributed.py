@@ -21,14 +21,13 @@ import pytest
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
-from weightmaps.errors import WeightmapsError  # noqa: E402
-from weightmaps.pipeline import BadInputError, compute  # noqa: E402
+from weightmaps.errors import BadInputError, IncompleteRunError, WeightmapsError  # noqa: E402
+from weightmaps.pipeline import compute  # noqa: E402
 from weightmaps.stats import scan  # noqa: E402
 from weightmaps.sample_data import write_dataset  # noqa: E402
 from weightmaps.sources import MaskSource, open_source  # noqa: E402
 from weightmaps.store import open_store  # noqa: E402
 from weightmaps.distributed import (  # noqa: E402
-    IncompleteRunError,
     compute_on_dask,
     open_client,
     scan_on_dask,

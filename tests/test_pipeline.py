@@ -15,7 +15,8 @@ from PIL import Image
 
 from weightmaps import weight_map
 from weightmaps.errors import WeightmapsError
-from weightmaps.pipeline import BadInputError, ComputeResult, compute
+from weightmaps.errors import BadInputError
+from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.sample_data import make_masks, write_dataset
 from weightmaps.sources import open_source, read_mask
 from weightmaps.stats import resolve_class_weights, scan

@@ -14,7 +14,7 @@ import pytest
 import zarr
 from zarr.codecs import ZstdCodec
 
-from weightmaps.errors import WeightmapsError
+from weightmaps.errors import ResumeMismatchError, StoreExistsError, WeightmapsError
 from weightmaps.store import ShardTask, StoreWriter, create_store, open_store, resume_store
 
 PARAMS = {"sigma": 2.0, "connectivity": 1, "spacing": [1.0, 0.5]}
@@ -206,7 +206,7 @@ def test_existing_path_needs_overwrite(tmp_path: Path) -> None:
     ids, maps = _dataset([(4, 4)] * 2)
     out = tmp_path / "w.zarr"
     _create(out, ids, maps)
-    with pytest.raises(WeightmapsError, match=r"w\.zarr already exists.*overwrite.*resume"):
+    with pytest.raises(StoreExistsError, match=r"w\.zarr already exists.*overwrite.*resume"):
         _create(out, ids, maps)
     writer = _create(out, ids, maps, overwrite=True, fingerprint="fp2")
     assert writer.fingerprint == "fp2" and open_store(out).fingerprint == "fp2"
@@ -239,13 +239,13 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
     ids, maps = _dataset([(4, 4)] * 3)
     out = tmp_path / "w.zarr"
     _create(out, ids, maps)
-    with pytest.raises(WeightmapsError, match=r"sigma: store has 2\.0, this run asks 3\.0"):
+    with pytest.raises(ResumeMismatchError, match=r"sigma: store has 2\.0, this run asks 3\.0"):
         _resume(out, ids, maps, params={**PARAMS, "sigma": 3.0})
     with pytest.raises(
         WeightmapsError, match=r"ids: sample 1 is 'case/001' in the store, 'other' in this run"
     ):
         _resume(out, [ids[0], "other", ids[2]], maps)
-    with pytest.raises(WeightmapsError, match=r"ids: store has 3 samples, this run 2"):
+    with pytest.raises(ResumeMismatchError, match=r"ids: store has 3 samples, this run 2"):
         _resume(out, ids[:2], maps[:2])
     with pytest.raises(
         WeightmapsError, match=r"input fingerprint: store has 'fp1', this run 'fp2'"
@@ -262,7 +262,7 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
             params=PARAMS,
             fingerprint="fp1",
         )
-    with pytest.raises(WeightmapsError, match=r"dtype: store has float32, this run asks float16"):
+    with pytest.raises(ResumeMismatchError, match=r"dtype: store has float32, this run asks float16"):
         resume_store(
             out, ids=ids, shapes=[(4, 4)] * 3, dtype="float16", params=PARAMS, fingerprint="fp1"
         )
@@ -389,3 +389,21 @@ def test_uncompressed_store(tmp_path: Path) -> None:
     _create(tmp_path / "z.zarr", ids, maps)  # the default: zstd level 1
     (codec,) = zarr.open_array(tmp_path / "z.zarr", path="maps/0", mode="r").compressors
     assert isinstance(codec, ZstdCodec) and codec.level == 1
+
+
+def test_errors_a_caller_catches_by_kind(tmp_path: Path) -> None:
+    """An existing store and a refused resume are errors of their own kind, still WeightmapsErrors."""
+    import weightmaps as wm
+    from weightmaps.sample_data import write_dataset
+
+    root = write_dataset(tmp_path, n=3, shape=(16, 16), with_images=False)
+    out = tmp_path / "w.zarr"
+    wm.compute(root / "masks", out, sigma=2.0, device="cpu", workers=1)
+    with pytest.raises(StoreExistsError) as exists:
+        wm.compute(root / "masks", out, sigma=2.0, device="cpu", workers=1)
+    assert exists.value.path == str(out) and isinstance(exists.value, wm.WeightmapsError)
+    with pytest.raises(ResumeMismatchError) as mismatch:
+        wm.compute(root / "masks", out, sigma=3.0, device="cpu", workers=1, resume=True)
+    assert any(d.startswith("sigma") for d in mismatch.value.differences)
+    copy = pickle.loads(pickle.dumps(mismatch.value))  # crosses process boundaries whole
+    assert copy.differences == mismatch.value.differences and str(copy) == str(mismatch.value)

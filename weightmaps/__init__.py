@@ -9,8 +9,14 @@ are uncertain. See README.md and ARCHITECTURE.md.
 from weightmaps.backend import DEVICES, Backend, get_backend
 from weightmaps.classweights import SCHEMES, class_counts, class_weights, count_labels
 from weightmaps.engine import distance_to_edges, edge_mask, uncertainty, weight_map
-from weightmaps.errors import WeightmapsError
-from weightmaps.pipeline import BadInputError, ComputeResult, compute
+from weightmaps.errors import (
+    BadInputError,
+    IncompleteRunError,
+    ResumeMismatchError,
+    StoreExistsError,
+    WeightmapsError,
+)
+from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.store import WeightStore, open_store
 
 __version__ = "0.1.0"
@@ -21,6 +27,9 @@ __all__ = [
     "Backend",
     "BadInputError",
     "ComputeResult",
+    "IncompleteRunError",
+    "ResumeMismatchError",
+    "StoreExistsError",
     "WeightStore",
     "WeightmapsError",
     "__version__",

@@ -69,7 +69,7 @@ from typing import Any
 
 from weightmaps.backend import cuda_device_count
 from weightmaps.classweights import add_image_pixels
-from weightmaps.errors import WeightmapsError
+from weightmaps.errors import IncompleteRunError, WeightmapsError
 from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.shards import ShardSettings, ShardTimes, run_shard
 from weightmaps.stats import (
@@ -85,7 +85,6 @@ from weightmaps.stats import (
 
 __all__ = [
     "DaskExecutor",
-    "IncompleteRunError",
     "ShardFailure",
     "compute_on_dask",
     "open_client",
@@ -131,40 +130,6 @@ class ShardFailure:
     def __str__(self) -> str:
         shown = ", ".join(self.ids[:5]) + (f" and {len(self.ids) - 5} more" if len(self.ids) > 5 else "")
         return f"shard {self.group}/{self.shard} ({shown}): {self.reason}"
-
-
-class IncompleteRunError(RuntimeError):
-    """Some shards failed; every other shard was written, the store is left incomplete.
-
-    A ``RuntimeError`` (a failure of the run, exit status 1), not a
-    :class:`~weightmaps.errors.WeightmapsError` (bad input, exit status 2).
-
-    Attributes
-    ----------
-    store : str
-        The store, ``complete: False``; its failed shards have no marker, so a resume
-        (``--resume``) computes exactly them.
-    failures : list of ShardFailure
-    bad : list of BadSample
-        Every sample of the failed shards, with its shard's reason.
-    n_written : int
-        Samples written by this run.
-    """
-
-    def __init__(
-        self, store: str, failures: Sequence[ShardFailure], bad: Sequence[BadSample], n_written: int
-    ) -> None:
-        self.store = store
-        self.failures = list(failures)
-        self.bad = list(bad)
-        self.n_written = n_written
-        lines = "\n".join(f"  {f}" for f in self.failures)
-        super().__init__(
-            f"{len(self.failures)} shard(s) of {store} failed ({len(self.bad)} samples); "
-            f"the other shards are written ({n_written} samples in this run):\n{lines}\n"
-            "the store is incomplete: fix or remove the inputs named above (then start again), or "
-            "complete it with --resume if the failure was transient"
-        )
 
 
 # --- the cluster -----------------------------------------------------------------------------------

@@ -1,8 +1,39 @@
-"""The one exception type the library raises for bad input or an impossible request."""
+"""Every exception the library raises on purpose, in one place, to be caught by kind.
+
+=======================  =====================================================  =========
+exception                what happened                                           CLI exit
+=======================  =====================================================  =========
+``WeightmapsError``      bad input, bad parameters, a request this machine      2
+                         cannot serve (the base of the next three)
+``BadInputError``        the scan found bad input masks: ``.bad`` lists all      2
+``StoreExistsError``     the output store exists and neither resume nor          2
+                         overwrite was asked for
+``ResumeMismatchError``  a resume was refused: this run differs from the         2
+                         store (``.differences`` lists how)
+``IncompleteRunError``   some shards failed, the others are written; the run     1
+                         can be resumed (a ``RuntimeError``: not bad input)
+=======================  =====================================================  =========
+
+Messages name the offending file, sample, label or parameter; the attributes carry the same
+facts for programs.
+"""
 
 from __future__ import annotations
 
-__all__ = ["WeightmapsError"]
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from weightmaps.distributed import ShardFailure
+    from weightmaps.stats import BadSample
+
+__all__ = [
+    "BadInputError",
+    "IncompleteRunError",
+    "ResumeMismatchError",
+    "StoreExistsError",
+    "WeightmapsError",
+]
 
 
 class WeightmapsError(ValueError):
@@ -11,3 +42,81 @@ class WeightmapsError(ValueError):
     Subclasses ``ValueError`` so that callers who already catch ``ValueError`` keep working.
     Messages name the offending file, sample, label or parameter.
     """
+
+
+class BadInputError(WeightmapsError):
+    """The scan found bad inputs; ``bad`` lists every one of them (not just the first)."""
+
+    def __init__(self, bad: Sequence[BadSample], total: int) -> None:
+        self.bad = list(bad)
+        self.total = total
+        lines = "\n".join(f"  {b}" for b in self.bad)
+        super().__init__(
+            f"{len(self.bad)} of {total} input masks are bad:\n{lines}\n"
+            "fix or remove them, or skip them with skip_bad=True (--skip-bad)"
+        )
+
+    def __reduce__(self) -> tuple[type[BadInputError], tuple[list[BadSample], int]]:
+        return type(self), (self.bad, self.total)  # crosses process and Dask boundaries whole
+
+
+class StoreExistsError(WeightmapsError):
+    """The output path exists and the call asked neither to resume nor to overwrite it."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[type[StoreExistsError], tuple[str, str]]:
+        return type(self), (self.path, str(self))
+
+
+class ResumeMismatchError(WeightmapsError):
+    """A resume was refused because this run differs from the store; ``differences`` says how."""
+
+    def __init__(self, path: str, differences: Sequence[str]) -> None:
+        self.path = path
+        self.differences = list(differences)
+        super().__init__(
+            f"cannot resume {path}: " + "; ".join(self.differences) + ". Use overwrite to start again."
+        )
+
+    def __reduce__(self) -> tuple[type[ResumeMismatchError], tuple[str, list[str]]]:
+        return type(self), (self.path, self.differences)
+
+
+class IncompleteRunError(RuntimeError):
+    """Some shards failed; every other shard was written, the store is left incomplete.
+
+    A ``RuntimeError`` (a failure of the run, exit status 1), not a :class:`WeightmapsError`
+    (bad input, exit status 2).
+
+    Attributes
+    ----------
+    store : str
+        The store, ``complete: False``; its failed shards have no marker, so a resume
+        (``--resume``) computes exactly them.
+    failures : list of ShardFailure
+    bad : list of BadSample
+        Every sample of the failed shards, with its shard's reason.
+    n_written : int
+        Samples written by this run.
+    """
+
+    def __init__(
+        self, store: str, failures: Sequence[ShardFailure], bad: Sequence[BadSample], n_written: int
+    ) -> None:
+        self.store = store
+        self.failures = list(failures)
+        self.bad = list(bad)
+        self.n_written = n_written
+        lines = "\n".join(f"  {f}" for f in self.failures)
+        super().__init__(
+            f"{len(self.failures)} shard(s) of {store} failed ({len(self.bad)} samples); "
+            f"the other shards are written ({n_written} samples in this run):\n{lines}\n"
+            "the store is incomplete: fix or remove the inputs named above (then start again), or "
+            "complete it with --resume if the failure was transient"
+        )
+
+    def __reduce__(self) -> tuple[type[IncompleteRunError], tuple[str, list[ShardFailure], list[BadSample], int]]:
+        return type(self), (self.store, self.failures, self.bad, self.n_written)

@@ -36,7 +36,7 @@ import numpy as np
 from weightmaps._concurrency import default_threads, start_process_server
 from weightmaps.backend import Backend, get_backend
 from weightmaps.engine import OUTPUT_DTYPES
-from weightmaps.errors import WeightmapsError
+from weightmaps.errors import StoreExistsError, WeightmapsError
 from weightmaps.shards import (
     ShardExecutor,
     ShardSettings,
@@ -44,10 +44,10 @@ from weightmaps.shards import (
     run_processes,
     run_threads,
 )
-from weightmaps.stats import BadInputError, BadSample, Progress, ScanResult, resolve_class_weights, scan
+from weightmaps.stats import BadSample, Progress, ScanResult, resolve_class_weights, scan
 from weightmaps.validation import check_connectivity, check_sigma, check_spacing
 
-__all__ = ["BadInputError", "BadSample", "ComputeResult", "compute"]
+__all__ = ["BadSample", "ComputeResult", "compute"]
 
 log = logging.getLogger("weightmaps")
 
@@ -242,7 +242,9 @@ def compute(
     if resume and overwrite:
         raise WeightmapsError("resume and overwrite exclude each other: resume completes a store, overwrite replaces it")
     if out_path.exists() and not (resume or overwrite):
-        raise WeightmapsError(f"store {str(out_path)!r} exists: resume it or overwrite it (--resume / --overwrite)")
+        raise StoreExistsError(
+            str(out_path), f"store {str(out_path)!r} exists: resume it or overwrite it (--resume / --overwrite)"
+        )
     if dtype not in OUTPUT_DTYPES:
         raise WeightmapsError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
     if workers is not None and workers < 1:

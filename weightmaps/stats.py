@@ -22,9 +22,9 @@ from typing import Any
 
 from weightmaps._concurrency import bounded_map, default_threads, exit_with_driver, process_context
 from weightmaps.classweights import SCHEMES, add_image_pixels, class_weights as scheme_weights, count_labels
-from weightmaps.errors import WeightmapsError
+from weightmaps.errors import BadInputError, WeightmapsError
 
-__all__ = ["BadInputError", "BadSample", "ScanResult", "resolve_class_weights", "scan"]
+__all__ = ["BadSample", "ScanResult", "resolve_class_weights", "scan"]
 
 log = logging.getLogger("weightmaps")
 
@@ -57,18 +57,6 @@ class BadSample:
 
     def __str__(self) -> str:
         return f"{self.path if self.path is not None else self.id}: {self.reason}"
-
-
-class BadInputError(WeightmapsError):
-    """The scan found bad inputs; ``bad`` lists every one of them (not just the first)."""
-
-    def __init__(self, bad: Sequence[BadSample], total: int) -> None:
-        self.bad = list(bad)
-        lines = "\n".join(f"  {b}" for b in self.bad)
-        super().__init__(
-            f"{len(self.bad)} of {total} input masks are bad:\n{lines}\n"
-            "fix or remove them, or skip them with skip_bad=True (--skip-bad)"
-        )
 
 
 @dataclass(frozen=True)

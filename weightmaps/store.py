@@ -45,7 +45,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from weightmaps.errors import WeightmapsError
+from weightmaps.errors import ResumeMismatchError, StoreExistsError, WeightmapsError
 
 __all__ = ["ShardTask", "StoreWriter", "WeightStore", "create_store", "open_store", "resume_store"]
 
@@ -244,9 +244,8 @@ def create_store(
     groups = _plan(shapes, dtype, samples_per_shard)
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise WeightmapsError(
-                f"{path} already exists; pass overwrite=True to replace it "
-                "or resume it with resume_store"
+            raise StoreExistsError(
+                str(path), f"{path} already exists; pass overwrite=True to replace it or resume it with resume_store"
             )
         _remove_old_store(path)
 
@@ -370,9 +369,7 @@ def resume_store(
         fingerprint=str(fingerprint),
     )
     if diffs:
-        raise WeightmapsError(
-            f"cannot resume {path}: " + "; ".join(diffs) + ". Use overwrite to start again."
-        )
+        raise ResumeMismatchError(str(path), diffs)
     for k in range(len(meta["groups"])):
         if not (path / "maps" / str(k) / "zarr.json").is_file():
             raise WeightmapsError(
