@@ -9,7 +9,7 @@ needs the GPU, on datasets large enough for steady rates, and never loses what i
 - per size: (a) the plain scipy script on a subset (its rate is per mask; the whole set would
   take minutes), (d) ``weightmaps compute --device cuda`` and (e) the per-image cuCIM loop on
   the whole set; a warm-up of each on the subset first, whose maps are checked against (a)'s;
-  then ``--repeats`` interleaved timed runs; then the cuda stage pass (``run.stage_breakdown``);
+  then ``--repeats`` interleaved timed runs; then the cuda stage pass (``wmbench.stages.stage_breakdown``);
 - **steady state apart from start-up**: each program's own clock gives its seconds per mask once
   running (the pipeline: scan per mask + compute after the first shard; the plain scripts: pass 1
   per mask + pass 2 after the first mask); start-up = wall time − n × that. Ratios are quoted both
@@ -36,21 +36,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from run import (  # benchmarks/run.py: the same runner, timing method and correctness check
-    RTOL,
-    SIGMA,
-    Size,
-    Variant,
-    _fmt_s,
-    _rotated,
-    card_tag,
-    compare,
-    machine_info,
-    read_maps,
-    run_variant,
-    timed_stages,
-    versions,
-)
+# The same runner, timing method, correctness check and stage pass as benchmarks/run.py.
+from wmbench.check import RTOL, compare, read_maps
+from wmbench.machine import card_tag, machine_info, versions
+from wmbench.report import format_seconds
+from wmbench.runner import SIGMA, Size, Variant, rotated, run_variant
+from wmbench.stages import timed_stages
 
 # (size, masks in the subset that (a) and the warm-ups run on), in the order they run: the
 # headline size first, so that a short day still measures it.
@@ -182,7 +173,7 @@ def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str,
         return result
 
     for r in range(repeats):
-        for v in _rotated(chosen, r):
+        for v in rotated(chosen, r):
             if budget.left() <= 0:
                 result["skipped"].append(f"run {r + 1} of ({v.key}): time budget spent")
                 continue
@@ -294,8 +285,8 @@ def markdown(report: dict[str, Any]) -> str:
               "| size | device | seconds per stage | compute s | total s |", "| --- | --- | --- | ---: | ---: |"]
     for s in report["sizes"]:
         for device, st in (s.get("stages") or {}).items():
-            parts = ", ".join(f"{k} {_fmt_s(v)}" for k, v in st["seconds"].items())
-            lines.append(f"| {s['label']} | {device} | {parts} | {_fmt_s(st['compute_s'])} | {_fmt_s(st['total_s'])} |")
+            parts = ", ".join(f"{k} {format_seconds(v)}" for k, v in st["seconds"].items())
+            lines.append(f"| {s['label']} | {device} | {parts} | {format_seconds(st['compute_s'])} | {format_seconds(st['total_s'])} |")
         for device, error in (s.get("stages_failed") or {}).items():
             lines.append(f"| {s['label']} | {device} | FAILED: {error[:200]} | | |")
     lines += ["", "## The pipeline's own account, (d) median", "",
@@ -307,7 +298,7 @@ def markdown(report: dict[str, Any]) -> str:
             wall = [statistics.median(r["seconds"].get(k, 0.0) for r in runs) for k in ("scan", "compute", "first_shard", "write")]
             busy = [statistics.median(r["busy_seconds"].get(k, 0.0) for r in runs) for k in ("decode", "compute", "write")]
             share = s["variants"]["d"].get("compute_busy_share")
-            lines.append(f"| {s['label']} | " + " | ".join(_fmt_s(x) for x in wall + busy)
+            lines.append(f"| {s['label']} | " + " | ".join(format_seconds(x) for x in wall + busy)
                          + f" | {'–' if share is None else f'{share:.0%}'} |")
     lines += ["", "## Targets (issue 9; reported, never asserted)", "", "| target | goal | measured | status |",
               "| --- | --- | ---: | --- |"]

@@ -172,7 +172,7 @@ def test_dry_run_json_and_overwrite(data: Path, store: Path, tmp_path: Path) -> 
                               "--label-map", "2:1", "--dtype", "float16", "--device", "cpu", "--no-progress", "-q")
         assert code == 0, stderr
     ws = open_store(out)
-    assert ws.params["label_map"] == {"2": 1} and ws.params["dtype"] == "float16"
+    assert ws.params.label_map == {2: 1} and ws.params.dtype == "float16"
     assert set(ws.class_weights) == {0, 1}
 
 

@@ -19,6 +19,9 @@ from tests.reference import (
 )
 
 CPU_DEVICES = ("scipy", "cpu")
+# Every engine test that takes a device runs on the CUDA backend too where a GPU is (marked gpu,
+# skipped elsewhere): one body for every backend, as CuPy's own ndimage tests do.
+DEVICES = (*CPU_DEVICES, pytest.param("cuda", marks=pytest.mark.gpu))
 
 
 def label_arrays(ndim: int, max_side: int = 7, max_label: int = 3) -> st.SearchStrategy[np.ndarray]:
@@ -101,7 +104,7 @@ def test_cpu_path_matches_scipy_path(labels: np.ndarray, spacing: list[float]) -
     ("shape", "spacing"),
     [((64, 96), None), ((128, 37), (0.5, 2.0)), ((16, 40, 24), (3.0, 0.7, 0.7)), ((1, 50), None), ((50, 1), (2.0, 1.0))],
 )
-@pytest.mark.parametrize("device", CPU_DEVICES)
+@pytest.mark.parametrize("device", DEVICES)
 def test_distance_on_real_looking_masks_matches_scipy_recipe(shape, spacing, device) -> None:
     labels = blobs(shape, seed=len(shape))
     np.testing.assert_allclose(
@@ -109,7 +112,7 @@ def test_distance_on_real_looking_masks_matches_scipy_recipe(shape, spacing, dev
     )
 
 
-@pytest.mark.parametrize("device", CPU_DEVICES)
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("labels", [np.zeros((5, 5), np.uint8), np.full((1, 1), 3), np.ones((2, 3, 4), np.int64)])
 def test_no_edge_gives_infinite_distance_and_full_uncertainty(labels: np.ndarray, device: str) -> None:
     assert np.isposinf(wm.distance_to_edges(labels, device=device)).all()
@@ -152,13 +155,13 @@ def test_uncertainty_is_below_one_at_finite_distance() -> None:
     assert (delta < 1).all() and delta[0, 1] == 0 and np.all(np.diff(delta[0, 1:]) > 0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @given(
     labels=any_labels,
     sigma=st.floats(0.2, 8.0),
     weights=st.lists(st.floats(0.01, 50.0), min_size=4, max_size=4),
     ignore=st.sampled_from([None, 0, 3, 255]),
     dtype=st.sampled_from(["float32", "float16"]),
-    device=st.sampled_from(CPU_DEVICES),
 )
 def test_weight_map_matches_reference(labels, sigma, weights, ignore, dtype, device) -> None:
     class_weights = {c: w for c, w in enumerate(weights) if c != ignore}
@@ -215,7 +218,7 @@ def test_permuting_labels_with_their_weights_leaves_weights_unchanged(labels, pe
 # --- batches ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("device", CPU_DEVICES)
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(5, 20, 30), (3, 6, 10, 8)])
 def test_batch_equals_one_call_per_sample(shape, device) -> None:
     stack = np.stack([blobs(shape[1:], seed=i) for i in range(shape[0])])
@@ -287,10 +290,10 @@ def test_backend_pickles_by_name() -> None:
     assert pickle.loads(pickle.dumps(backend)) is backend
 
 
-@pytest.mark.parametrize("device", CPU_DEVICES)
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("spacing", [None, (0.5, 3.0)])
 def test_stacked_batch_equals_one_transform_per_sample(device: str, spacing) -> None:
-    """The GPU batching trick (one 3-D transform, batch axis spaced out of reach), checked on the CPU."""
+    """The GPU batching trick (one 3-D transform, batch axis spaced out of reach), on every backend."""
     import dataclasses
     import pickle
 
@@ -303,14 +306,15 @@ def test_stacked_batch_equals_one_transform_per_sample(device: str, spacing) -> 
     stack[4, 0, 0] = 2  # a single edge pair in a corner: the farthest pixel is a full diagonal away
     stacked = dataclasses.replace(wm.get_backend(device), free_memory=lambda: 2**30)
     assert stacked.stack_batches and stack_groups(len(stack), stack.shape[1:], 2**30) == [(0, 60, True)]
-    assert not pickle.loads(pickle.dumps(dataclasses.replace(stacked, stack_batches=False))).stack_batches
-    looped = wm.distance_to_edges(stack, spacing=spacing, device=device, batch=True)
+    one_by_one = dataclasses.replace(stacked, stack_batches=False)
+    assert not pickle.loads(pickle.dumps(one_by_one)).stack_batches
+    looped = wm.distance_to_edges(stack, spacing=spacing, device=one_by_one, batch=True)
     np.testing.assert_allclose(wm.distance_to_edges(stack, spacing=spacing, device=stacked, batch=True), looped, rtol=1e-6)
     assert np.isposinf(looped[2]).all()
     weights = {0: 0.5, 1: 2.0, 2: 4.0}
     np.testing.assert_allclose(
         wm.weight_map(stack, sigma=2.0, class_weights=weights, spacing=spacing, device=stacked, batch=True),
-        wm.weight_map(stack, sigma=2.0, class_weights=weights, spacing=spacing, device=device, batch=True),
+        wm.weight_map(stack, sigma=2.0, class_weights=weights, spacing=spacing, device=one_by_one, batch=True),
         rtol=1e-6,
     )
 

@@ -10,45 +10,23 @@ from tests.test_engine import blobs
 
 pytestmark = pytest.mark.gpu
 
-CASES = [
-    ((96, 128), None, 1),
-    ((200, 75), (0.5, 2.0), 2),
-    ((17, 40, 33), (3.0, 0.8, 0.8), 1),
-    ((12, 20, 24), None, 3),
-]
 
 
-@pytest.mark.parametrize(("shape", "spacing", "connectivity"), CASES)
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_cuda_weight_map_matches_cpu(shape, spacing, connectivity, dtype) -> None:
+def test_cupy_in_cupy_out_on_the_device_in_both_dtypes() -> None:
+    """The engine's own tests run on CUDA too (tests/test_engine.py, DEVICES); here: CuPy stays CuPy."""
     import cupy
 
-    labels = blobs(shape, seed=7)
-    labels[0, 0] = 9  # an ignore-label pixel
-    weights = {0: 0.4, 1: 2.5, 2: 7.0}
-    kwargs = dict(sigma=3.0, class_weights=weights, spacing=spacing, connectivity=connectivity,
-                  ignore_index=9, dtype=dtype)
-    cpu = wm.weight_map(labels, device="cpu", **kwargs)
-    gpu = wm.weight_map(cupy.asarray(labels), **kwargs)
-    assert isinstance(gpu, cupy.ndarray) and gpu.dtype == np.dtype(dtype)
-    tolerance = 1e-5 if dtype == "float32" else 2e-3
-    np.testing.assert_allclose(gpu.get(), cpu, rtol=tolerance, atol=tolerance * 1e-2)
-    # numpy in, device="cuda": numpy out, same numbers.
-    np.testing.assert_allclose(wm.weight_map(labels, device="cuda", **kwargs), cpu, rtol=tolerance, atol=tolerance * 1e-2)
-
-
-@pytest.mark.parametrize(("shape", "spacing", "connectivity"), CASES)
-def test_cuda_distance_and_edges_match_cpu(shape, spacing, connectivity) -> None:
-    import cupy
-
-    labels = blobs(shape, seed=3)
-    np.testing.assert_array_equal(wm.edge_mask(cupy.asarray(labels), connectivity=connectivity).get(),
-                                  wm.edge_mask(labels, connectivity=connectivity))
-    np.testing.assert_allclose(
-        wm.distance_to_edges(labels, spacing=spacing, connectivity=connectivity, device="cuda"),
-        wm.distance_to_edges(labels, spacing=spacing, connectivity=connectivity, device="cpu"),
-        rtol=1e-5,
-    )
+    labels = blobs((17, 40, 33), seed=7)
+    labels[0, 0, 0] = 9  # an ignore-label pixel
+    kwargs = dict(sigma=3.0, class_weights={0: 0.4, 1: 2.5, 2: 7.0}, spacing=(3.0, 0.8, 0.8), ignore_index=9)
+    for dtype, tolerance in (("float32", 1e-5), ("float16", 2e-3)):
+        gpu = wm.weight_map(cupy.asarray(labels), dtype=dtype, **kwargs)
+        assert isinstance(gpu, cupy.ndarray) and gpu.dtype == np.dtype(dtype) and gpu.device.id == 0
+        np.testing.assert_allclose(gpu.get(), wm.weight_map(labels, dtype=dtype, device="cpu", **kwargs),
+                                   rtol=tolerance, atol=tolerance * 1e-2)
+    edges = wm.edge_mask(cupy.asarray(labels), connectivity=3)
+    assert isinstance(edges, cupy.ndarray)
+    np.testing.assert_array_equal(edges.get(), wm.edge_mask(labels, connectivity=3))
 
 
 def test_cuda_batch_with_an_edgeless_sample() -> None:
@@ -128,10 +106,11 @@ def test_a_volume_beyond_cucims_cube_limit_takes_the_cpu_transform() -> None:
 
 
 def test_compute_maps_copies_once_into_pinned_memory() -> None:
+    from weightmaps.params import MapParams
     from weightmaps.shards import ShardSettings, compute_maps
 
     masks = np.stack([blobs((64, 96), seed=i) for i in range(5)])
-    settings = ShardSettings(sigma=2.0, class_weights={0: 1.0, 1: 2.0, 2: 3.0}, batch_size=2)
+    settings = ShardSettings(MapParams(sigma=2.0, class_weights={0: 1.0, 1: 2.0, 2: 3.0}), batch_size=2)
     gpu = compute_maps(masks, settings, wm.get_backend("cuda"))
     cpu = compute_maps(masks, settings, wm.get_backend("cpu"))
     assert isinstance(gpu, np.ndarray) and gpu.dtype == np.float32

@@ -18,8 +18,10 @@ from weightmaps.errors import WeightmapsError
 from weightmaps.errors import BadInputError
 from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.sample_data import make_masks, write_dataset
-from weightmaps.sources import open_source, read_mask
-from weightmaps.stats import resolve_class_weights, scan
+from weightmaps.readers import read_mask
+from weightmaps.sources import open_source
+from weightmaps.classweights import resolve_class_weights
+from weightmaps.stats import scan
 from weightmaps.store import open_store
 
 SIGMA = 2.0
@@ -81,7 +83,7 @@ def test_png_dir_matches_engine(png_dir: Path, reference: Path) -> None:
             counts[int(label)] = counts.get(int(label), 0) + int(n)
     assert store.class_counts == counts
     assert store.report["bad"] == []
-    assert store.params["sigma"] == SIGMA
+    assert store.params.sigma == SIGMA
 
 
 def test_mixed_sizes(tmp_path: Path) -> None:
@@ -144,7 +146,7 @@ def test_nifti_header_spacing(tmp_path: Path) -> None:
     spacing = open_source(root).spacing(0)
     assert spacing == (2.5, 0.7, 0.7)
     assert result.spacing == spacing
-    assert open_store(out).params["spacing"] == [2.5, 0.7, 0.7]
+    assert open_store(out).params.spacing == (2.5, 0.7, 0.7)
     _assert_maps_match_engine(out, inputs=root, spacing=spacing)
     # An explicit spacing wins over the header.
     result = compute(root, tmp_path / "explicit.zarr", sigma=SIGMA, spacing=(1, 1, 1), device="cpu", workers=1)
@@ -224,7 +226,7 @@ def test_class_weights_file_dict_and_from_store(png_dir: Path, reference: Path, 
     path.write_text(json.dumps({str(k): v for k, v in weights.items()}))
     compute(png_dir, tmp_path / "file.zarr", sigma=SIGMA, class_weights=str(path), device="cpu", workers=1)
     _assert_same_store(tmp_path / "dict.zarr", tmp_path / "file.zarr")
-    assert open_store(tmp_path / "file.zarr").params["class_weights"]["source"] == "file"
+    assert open_store(tmp_path / "file.zarr").params.class_weights_origin["source"] == "file"
     _assert_maps_match_engine(tmp_path / "dict.zarr", inputs=png_dir)
 
     # A validation set reuses the training set's weights.

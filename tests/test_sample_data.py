@@ -10,7 +10,8 @@ import pytest
 
 from weightmaps.errors import WeightmapsError
 from weightmaps.sample_data import make_images, make_masks, write_dataset
-from weightmaps.sources import open_source, read_image
+from weightmaps.readers import read_image
+from weightmaps.sources import open_source
 
 
 def test_same_seed_same_bytes_different_seed_different() -> None:

@@ -20,19 +20,16 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from weightmaps.errors import WeightmapsError
-from weightmaps.sources import (
+from weightmaps.readers import (
     MASK_SUFFIXES,
-    ImageSource,
-    SampleRef,
     _map_labels_lut,
     _map_labels_search,
     _pil_labels,
     mask_digest,
-    open_image_source,
-    open_source,
     read_image,
     read_mask,
 )
+from weightmaps.sources import ImageSource, SampleRef, open_image_source, open_source
 
 nib = pytest.importorskip("nibabel")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -15,11 +16,16 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from weightmaps.errors import ResumeMismatchError, StoreExistsError, WeightmapsError
+from weightmaps.params import MapParams
 from weightmaps.store import ShardTask, StoreWriter, create_store, open_store, resume_store
 
-PARAMS = {"sigma": 2.0, "connectivity": 1, "spacing": [1.0, 0.5]}
 COUNTS = {0: 700, 1: 300}
 WEIGHTS = {0: 0.71, 1: 1.67}
+PARAMS = MapParams(sigma=2.0, class_weights=WEIGHTS, spacing=(1.0, 0.5))
+
+
+def _params(dtype: str = "float32", **changes: object) -> MapParams:
+    return dataclasses.replace(PARAMS, dtype=dtype, **changes)
 
 
 def _dataset(
@@ -34,23 +40,13 @@ def _dataset(
 
 
 def _create(path: Path, ids: list[str], maps: list[np.ndarray], **kw: object) -> StoreWriter:
-    kw = {
-        "params": PARAMS,
-        "class_counts": COUNTS,
-        "class_weights": WEIGHTS,
-        "fingerprint": "fp1",
-        **kw,
-    }
-    return create_store(
-        path, ids=ids, shapes=[m.shape for m in maps], dtype=str(maps[0].dtype), **kw
-    )
+    kw = {"params": _params(str(maps[0].dtype)), "class_counts": COUNTS, "fingerprint": "fp1", **kw}
+    return create_store(path, ids=ids, shapes=[m.shape for m in maps], **kw)
 
 
 def _resume(path: Path, ids: list[str], maps: list[np.ndarray], **kw: object) -> StoreWriter:
-    kw = {"params": PARAMS, "fingerprint": "fp1", **kw}
-    return resume_store(
-        path, ids=ids, shapes=[m.shape for m in maps], dtype=str(maps[0].dtype), **kw
-    )
+    kw = {"params": _params(str(maps[0].dtype)), "fingerprint": "fp1", **kw}
+    return resume_store(path, ids=ids, shapes=[m.shape for m in maps], **kw)
 
 
 def _write(writer: StoreWriter, task: ShardTask, maps: list[np.ndarray]) -> None:
@@ -98,7 +94,7 @@ def test_roundtrip(tmp_path: Path, case: str, dtype: str, samples_per_shard: int
     assert len(store) == len(ids) and store.ids == ids and list(store) == ids
     assert store.dtype == np.dtype(dtype) and store.complete and store.report == {"seconds": 1.5}
     assert (
-        store.class_counts == COUNTS and store.class_weights == WEIGHTS and store.params == PARAMS
+        store.class_counts == COUNTS and store.class_weights == WEIGHTS and store.params == _params(dtype)
     )
     for i, (sid, expected) in enumerate(zip(ids, maps, strict=True)):
         for key in (i, sid):
@@ -123,19 +119,17 @@ def test_groups_by_shape_in_order_of_first_appearance(tmp_path: Path) -> None:
 def test_automatic_samples_per_shard(tmp_path: Path) -> None:
     # 1024 x 1024 float32 is 4 MiB a map: 4 per 16 MiB shard; float16: 8. Writes metadata only.
     ids, shapes = [f"s{i}" for i in range(10)], [(1024, 1024)] * 10
-    kw = {"params": {}, "class_counts": {}, "class_weights": {}, "fingerprint": ""}
-    w32 = create_store(tmp_path / "a.zarr", ids=ids, shapes=shapes, dtype="float32", **kw)
+    kw = {"class_counts": {}, "fingerprint": ""}
+    w32 = create_store(tmp_path / "a.zarr", ids=ids, shapes=shapes, params=_params("float32"), **kw)
     assert [len(t) for t in w32.tasks()] == [4, 4, 2]
-    w16 = create_store(tmp_path / "b.zarr", ids=ids, shapes=shapes, dtype="float16", **kw)
+    w16 = create_store(tmp_path / "b.zarr", ids=ids, shapes=shapes, params=_params("float16"), **kw)
     assert [len(t) for t in w16.tasks()] == [8, 2]
     # Tiny maps: capped at 1024 samples a shard; a small group is one shard.
     many = [f"s{i}" for i in range(1500)]
-    w = create_store(tmp_path / "c.zarr", ids=many, shapes=[(4, 4)] * 1500, dtype="float32", **kw)
+    w = create_store(tmp_path / "c.zarr", ids=many, shapes=[(4, 4)] * 1500, params=PARAMS, **kw)
     assert [len(t) for t in w.tasks()] == [1024, 476]
     # A map larger than 16 MiB still gets a shard of its own.
-    w = create_store(
-        tmp_path / "d.zarr", ids=["v"], shapes=[(300, 300, 300)], dtype="float32", **kw
-    )
+    w = create_store(tmp_path / "d.zarr", ids=["v"], shapes=[(300, 300, 300)], params=PARAMS, **kw)
     assert [len(t) for t in w.tasks()] == [1]
 
 
@@ -240,7 +234,7 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
     out = tmp_path / "w.zarr"
     _create(out, ids, maps)
     with pytest.raises(ResumeMismatchError, match=r"sigma: store has 2\.0, this run asks 3\.0"):
-        _resume(out, ids, maps, params={**PARAMS, "sigma": 3.0})
+        _resume(out, ids, maps, params=_params(sigma=3.0))
     with pytest.raises(
         WeightmapsError, match=r"ids: sample 1 is 'case/001' in the store, 'other' in this run"
     ):
@@ -254,18 +248,9 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
     with pytest.raises(
         WeightmapsError, match=r"shapes: sample 'case/002' is \(4, 4\) in the store, \(5, 4\)"
     ):
-        resume_store(
-            out,
-            ids=ids,
-            shapes=[(4, 4), (4, 4), (5, 4)],
-            dtype="float32",
-            params=PARAMS,
-            fingerprint="fp1",
-        )
-    with pytest.raises(ResumeMismatchError, match=r"dtype: store has float32, this run asks float16"):
-        resume_store(
-            out, ids=ids, shapes=[(4, 4)] * 3, dtype="float16", params=PARAMS, fingerprint="fp1"
-        )
+        resume_store(out, ids=ids, shapes=[(4, 4), (4, 4), (5, 4)], params=PARAMS, fingerprint="fp1")
+    with pytest.raises(ResumeMismatchError, match=r"dtype: store has 'float32', this run asks 'float16'"):
+        resume_store(out, ids=ids, shapes=[(4, 4)] * 3, params=_params("float16"), fingerprint="fp1")
     with pytest.raises(WeightmapsError, match="nothing to resume"):
         _resume(tmp_path / "missing.zarr", ids, maps)
     (tmp_path / "plain").mkdir()
@@ -357,25 +342,18 @@ def test_open_store_errors_and_info(tmp_path: Path) -> None:
 
 
 def test_create_store_validates_arguments(tmp_path: Path) -> None:
-    kw = {"params": {}, "class_counts": {}, "class_weights": {}, "fingerprint": ""}
+    kw = {"params": PARAMS, "class_counts": {}, "fingerprint": ""}
     with pytest.raises(WeightmapsError, match="'a' occurs more than once"):
-        create_store(tmp_path / "a", ids=["a", "a"], shapes=[(2, 2)] * 2, dtype="float32", **kw)
+        create_store(tmp_path / "a", ids=["a", "a"], shapes=[(2, 2)] * 2, **kw)
     with pytest.raises(WeightmapsError, match="dtype"):
-        create_store(tmp_path / "b", ids=["a"], shapes=[(2, 2)], dtype="int8", **kw)
+        create_store(tmp_path / "b", ids=["a"], shapes=[(2, 2)], **{**kw, "params": _params("int8")})
     with pytest.raises(WeightmapsError, match="2-D or 3-D"):
-        create_store(tmp_path / "c", ids=["a"], shapes=[(2,)], dtype="float32", **kw)
+        create_store(tmp_path / "c", ids=["a"], shapes=[(2,)], **kw)
     with pytest.raises(WeightmapsError, match="JSON-serialisable"):
-        create_store(
-            tmp_path / "d",
-            ids=["a"],
-            shapes=[(2, 2)],
-            dtype="float32",
-            **{**kw, "params": {"f": object()}},
-        )
+        create_store(tmp_path / "d", ids=["a"], shapes=[(2, 2)],
+                     **{**kw, "params": _params(class_weights_origin={"f": object()})})
     with pytest.raises(WeightmapsError, match="compression"):
-        create_store(
-            tmp_path / "e", ids=["a"], shapes=[(2, 2)], dtype="float32", compression="lz4", **kw
-        )
+        create_store(tmp_path / "e", ids=["a"], shapes=[(2, 2)], compression="lz4", **kw)
     assert not any((tmp_path / n).exists() for n in "abcde")
 
 
@@ -407,3 +385,13 @@ def test_errors_a_caller_catches_by_kind(tmp_path: Path) -> None:
     assert any(d.startswith("sigma") for d in mismatch.value.differences)
     copy = pickle.loads(pickle.dumps(mismatch.value))  # crosses process boundaries whole
     assert copy.differences == mismatch.value.differences and str(copy) == str(mismatch.value)
+
+
+def test_resume_treats_equivalent_settings_as_equal(tmp_path: Path) -> None:
+    """Unit spacing is no spacing; label order in the weights does not matter."""
+    ids, maps = _dataset([(4, 4)] * 2)
+    out = tmp_path / "w.zarr"
+    _create(out, ids, maps, params=_params(spacing=(1.0, 1.0)))
+    writer = _resume(out, ids, maps, params=_params(spacing=None, class_weights={1: 1.67, 0: 0.71}))
+    assert writer.params.spacing is None and open_store(out).params == _params(spacing=None)
+

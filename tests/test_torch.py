@@ -152,12 +152,13 @@ def test_dataloader_workers_read_what_the_main_process_reads(dataset_dir, contex
 
 
 def test_dataset_refuses_incomplete_store(dataset_dir, tmp_path):
+    from weightmaps.params import MapParams
     from weightmaps.sources import open_source
     from weightmaps.store import create_store
 
     ids = open_source(str(dataset_dir["masks"])).ids
-    create_store(tmp_path / "partial.zarr", ids=ids, shapes=[(24, 32)] * len(ids), dtype="float32",
-                 params={"sigma": SIGMA}, class_counts={0: 1}, class_weights={0: 1.0}, fingerprint="f")
+    create_store(tmp_path / "partial.zarr", ids=ids, shapes=[(24, 32)] * len(ids),
+                 params=MapParams(sigma=SIGMA, class_weights={0: 1.0}), class_counts={0: 1}, fingerprint="f")
     with pytest.raises(WeightmapsError, match="incomplete"):
         WeightMapDataset(str(dataset_dir["images"]), str(dataset_dir["masks"]), str(tmp_path / "partial.zarr"))
 

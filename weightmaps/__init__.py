@@ -6,6 +6,7 @@
 are uncertain. See README.md and ARCHITECTURE.md.
 """
 
+from weightmaps._version import __version__
 from weightmaps.backend import DEVICES, Backend, get_backend
 from weightmaps.classweights import SCHEMES, class_counts, class_weights, count_labels
 from weightmaps.engine import distance_to_edges, edge_mask, uncertainty, weight_map
@@ -18,8 +19,6 @@ from weightmaps.errors import (
 )
 from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.store import WeightStore, open_store
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEVICES",

@@ -1,4 +1,5 @@
-"""Class pixel counts over a set of masks and the class-balance weights φ derived from them.
+"""Class pixel counts over a set of masks, the class-balance weights φ derived from them, and
+the weights of a run (:func:`resolve_class_weights`: a scheme, a file, a mapping or another store).
 
 Every scheme maps counts ``n_c`` (ignore label excluded, classes with ``n_c = 0`` left out) to
 one weight per class. ``m = Σ n_c`` is the number of counted pixels, ``C`` the number of
@@ -7,8 +8,11 @@ classes present, ``p_c = n_c / m`` the class frequency.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +21,16 @@ from weightmaps.backend import array_module, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.validation import check_labels
 
-__all__ = ["SCHEMES", "add_image_pixels", "class_counts", "class_image_pixels", "class_weights", "count_labels"]
+__all__ = [
+    "SCHEMES",
+    "add_counts",
+    "add_image_pixels",
+    "class_counts",
+    "class_image_pixels",
+    "class_weights",
+    "count_labels",
+    "resolve_class_weights",
+]
 
 # Beyond this many distinct label values a bincount table costs more than sorting.
 _BINCOUNT_LIMIT = 1 << 20
@@ -71,9 +84,14 @@ def class_counts(masks: Iterable[Any], *, ignore_index: int | None = None) -> di
     """
     total: dict[int, int] = {}
     for mask in masks:
-        for label, count in count_labels(mask, ignore_index=ignore_index).items():
-            total[label] = total.get(label, 0) + count
+        add_counts(total, count_labels(mask, ignore_index=ignore_index))
     return dict(sorted(total.items()))
+
+
+def add_counts(total: dict[int, int], counts: Mapping[int, int]) -> None:
+    """Add per-label pixel counts into ``total`` (the one merge of counts everywhere)."""
+    for label, count in counts.items():
+        total[label] = total.get(label, 0) + count
 
 
 def add_image_pixels(image_pixels: dict[int, int], mask_counts: Mapping[int, int]) -> None:
@@ -206,8 +224,8 @@ def class_weights(
     return dict(sorted(weights.items()))
 
 
-def _checked_counts(counts: Mapping[Any, Any]) -> dict[int, int]:
-    present: dict[int, int] = {}
+def _checked_counts(counts: Mapping[Any, Any]) -> dict[int, float]:
+    present: dict[int, float] = {}
     for label, count in counts.items():
         label_int, count_num = int(label), float(count)
         if not math.isfinite(count_num) or count_num < 0:
@@ -232,3 +250,71 @@ def _explicit_weights(mapping: Mapping[Any, Any]) -> dict[int, float]:
     if not weights:
         raise WeightmapsError("class weights are empty")
     return dict(sorted(weights.items()))
+
+
+def resolve_class_weights(
+    spec: str | os.PathLike[str] | Mapping[Any, Any] | None,
+    counts: Mapping[int, int],
+    *,
+    scheme_params: Mapping[str, float] | None = None,
+    class_weights_from: str | os.PathLike[str] | None = None,
+    image_pixels: Mapping[int, int] | None = None,
+) -> tuple[dict[int, float], dict[str, Any]]:
+    """The class weights for a run, and a JSON-ready record of where they came from.
+
+    ``spec`` is a scheme name (see :data:`weightmaps.classweights.SCHEMES`), a path to a JSON
+    file ``{label: weight}``, or a mapping. ``class_weights_from`` (another store's path) takes
+    the weights of that store, e.g. the training set's for a validation set; it replaces the
+    default scheme but conflicts with any other ``spec``. Every label in ``counts`` must have
+    a weight. ``image_pixels`` (from the scan) gives the ``"median"`` scheme Eigen & Fergus's
+    per-class frequencies.
+
+    Examples
+    --------
+    >>> resolve_class_weights("balanced", {0: 90, 1: 10})[0]
+    {0: 0.5555555555555556, 1: 5.0}
+    >>> resolve_class_weights({0: 1, 1: 3}, {0: 90, 1: 10})
+    ({0: 1.0, 1: 3.0}, {'source': 'explicit'})
+    """
+    if class_weights_from is not None:
+        if spec not in (None, "balanced"):
+            raise WeightmapsError(
+                f"give class weights either as {spec!r} or from the store {str(class_weights_from)!r}, not both"
+            )
+        from weightmaps.store import open_store
+
+        weights = {int(k): float(v) for k, v in open_store(class_weights_from).class_weights.items()}
+        record: dict[str, Any] = {"source": "store", "path": str(class_weights_from)}
+    elif spec is None or (isinstance(spec, str) and spec in SCHEMES):
+        scheme = spec or "balanced"
+        params = dict(scheme_params or {})
+        extra = {"image_pixels": image_pixels} if scheme == "median" and image_pixels is not None else {}
+        weights = class_weights(counts, scheme, **params, **extra)
+        record = {"source": "scheme", "scheme": scheme, "scheme_params": params}
+    elif isinstance(spec, Mapping):
+        weights = class_weights(counts, spec)
+        record = {"source": "explicit"}
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise WeightmapsError(
+                f"class weights {str(spec)!r} are neither a scheme ({', '.join(SCHEMES)}) nor a JSON file"
+            )
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WeightmapsError(f"{path}: cannot read class weights JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise WeightmapsError(f"{path}: class weights JSON must be an object {{label: weight}}")
+        try:
+            weights = class_weights(counts, loaded)
+        except WeightmapsError as exc:
+            raise WeightmapsError(f"{path}: {exc}") from None
+        record = {"source": "file", "path": str(path)}
+    if scheme_params and record["source"] != "scheme":
+        raise WeightmapsError("scheme_params apply to a class-weight scheme only")
+    missing = sorted(set(counts) - set(weights))
+    if missing:
+        where = record.get("path", "the given mapping")
+        raise WeightmapsError(f"class weights from {where} have no weight for label(s) {missing} found in the masks")
+    return weights, record

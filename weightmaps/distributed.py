@@ -63,25 +63,28 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from weightmaps.backend import cuda_device_count
-from weightmaps.classweights import add_image_pixels
 from weightmaps.errors import IncompleteRunError, WeightmapsError
 from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.shards import ShardSettings, ShardTimes, run_shard
 from weightmaps.stats import (
-    BadInputError,
     BadSample,
     Progress,
     ScanResult,
-    check_dimensions,
+    ScanTally,
+    finish_scan,
     open_inputs,
-    scan_one,
-    without_path,
+    scan_or_problem,
 )
+from weightmaps.store import ShardTask
+
+if TYPE_CHECKING:
+    from weightmaps.sources import MaskSource
+    from weightmaps.store import StoreWriter
 
 __all__ = [
     "DaskExecutor",
@@ -251,15 +254,15 @@ def _nthreads(client: Any) -> int:
 
 @dataclass(frozen=True)
 class _ScanJob:
-    source: Any
+    source: MaskSource
     num_classes: int | None
     ignore_index: int | None
 
 
 @dataclass(frozen=True)
 class _ShardJob:
-    source: Any
-    writer: Any
+    source: MaskSource
+    writer: StoreWriter
     settings: ShardSettings
 
 
@@ -278,35 +281,14 @@ def _unwrap(holder: _Holder) -> Any:
     return holder.job
 
 
-@dataclass
-class _ScanPart:
-    """One scan chunk's contribution: per-sample shapes/spacings/problems, counts summed by ndim."""
-
-    shapes: dict[int, tuple[int, ...]]
-    spacings: dict[int, tuple[float, ...] | None]
-    problems: dict[int, str]
-    counts: dict[int, dict[int, int]]  # ndim -> label -> pixels
-    image_pixels: dict[int, dict[int, int]] = field(default_factory=dict)  # ndim -> label -> pixels
-
-
-def _scan_chunk(job: _ScanJob, indices: tuple[int, ...]) -> _ScanPart:
-    part = _ScanPart({}, {}, {}, {})
+def _scan_chunk(job: _ScanJob, indices: tuple[int, ...]) -> ScanTally:
+    tally = ScanTally()
     for i in indices:
-        try:
-            shape, counts, spacing = scan_one(job.source, i, job.num_classes, job.ignore_index)
-        except WeightmapsError as exc:
-            part.problems[i] = without_path(str(exc), job.source.samples[i].path)
-            continue
-        part.shapes[i] = shape
-        part.spacings[i] = spacing
-        total = part.counts.setdefault(len(shape), {})
-        for label, n in counts.items():
-            total[label] = total.get(label, 0) + n
-        add_image_pixels(part.image_pixels.setdefault(len(shape), {}), counts)
-    return part
+        tally.add(i, scan_or_problem(job.source, i, job.num_classes, job.ignore_index))
+    return tally
 
 
-def _run_shard_task(job: _ShardJob, task: Any) -> ShardTimes:
+def _run_shard_task(job: _ShardJob, task: ShardTask) -> ShardTimes:
     return run_shard(task, job.source, job.writer, job.settings)
 
 
@@ -357,100 +339,111 @@ def scan_on_dask(
         chunk_size = max(1, min(_MAX_SCAN_CHUNK, math.ceil(n / (_SCAN_TASKS_PER_THREAD * _nthreads(client)))))
     token = uuid.uuid4().hex
     job = _submit_job(client, _ScanJob(source, num_classes, ignore_index), token)
-    chunks = {}
+    tally = ScanTally()
 
     def submit(indices: tuple[int, ...], attempt: str) -> Any:
         key = (f"weightmaps-scan-{token}{attempt}", indices[0], indices[-1])
-        future = client.submit(_scan_chunk, job, indices, key=key, retries=SHARD_RETRIES, pure=False)
-        chunks[future.key] = indices
-        return future
+        return client.submit(_scan_chunk, job, indices, key=key, retries=SHARD_RETRIES, pure=False)
 
-    shapes: dict[int, tuple[int, ...]] = {}
-    spacings: dict[int, tuple[float, ...] | None] = {}
-    problems: dict[int, str] = {}
-    counts_by_ndim: dict[int, dict[int, int]] = {}
-    image_pixels_by_ndim: dict[int, dict[int, int]] = {}
-    done = 0
-
-    def reduce(part: _ScanPart, indices: tuple[int, ...]) -> None:
-        nonlocal done
-        shapes.update(part.shapes)
-        spacings.update(part.spacings)
-        problems.update(part.problems)
-        for by_ndim, part_by_ndim in ((counts_by_ndim, part.counts), (image_pixels_by_ndim, part.image_pixels)):
-            for ndim, counts in part_by_ndim.items():
-                total = by_ndim.setdefault(ndim, {})
-                for label, c in counts.items():
-                    total[label] = total.get(label, 0) + c
-        done += len(indices)
+    def accept(indices: tuple[int, ...], future: Any) -> None:
+        tally.merge(future.result())  # a KilledWorker makes the chunk a suspect
         if progress:
-            progress("scan", done, n)
+            progress("scan", tally.n_seen, n)
+
+    def give_up(indices: tuple[int, ...], exc: BaseException) -> None:
+        accept(indices, _Done(_killed_tally(indices[0], exc)))
 
     if progress:
         progress("scan", 0, n)
-    queue = distributed.as_completed(
-        [submit(tuple(range(s, min(s + chunk_size, n))), "") for s in range(0, n, chunk_size)]
+    # A chunk that still kills its worker alone is read one sample at a time; a sample that does
+    # is a bad input.
+    _run_quarantined(
+        distributed, [tuple(range(s, min(s + chunk_size, n))) for s in range(0, n, chunk_size)], submit, accept,
+        give_up, split=lambda indices: [(i,) for i in indices] if len(indices) > 1 else [],
+        describe=lambda indices: f"scan: workers died reading samples {indices[0]}-{indices[-1]}",
     )
-    live: list[Any] = []  # the quarantined task in flight
-    suspects: list[tuple[int, ...]] = []
+    return finish_scan(source, tally, skip_bad=skip_bad, started=start)
+
+
+def _killed_tally(i: int, exc: BaseException) -> ScanTally:
+    tally = ScanTally()
+    tally.add(i, _killed_reason(exc))
+    return tally
+
+
+class _Done:
+    """A finished future's stand-in, for results made here rather than on the cluster."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+def _run_quarantined(
+    distributed: ModuleType,
+    items: Sequence[Any],
+    submit: Callable[[Any, str], Any],
+    accept: Callable[[Any, Any], None],
+    give_up: Callable[[Any, BaseException], None],
+    *,
+    split: Callable[[Any], Sequence[Any]],
+    describe: Callable[[Any], str],
+) -> None:
+    """Run one task per item; the items whose workers died run again alone, then split, alone.
+
+    ``accept(item, future)`` takes a finished task's result and raises ``KilledWorker`` (from
+    ``future.result()``) when the item's workers died. A worker's death counts against every task
+    it was running, so such an item may be innocent: after the first round each suspect runs
+    again alone on the cluster, where a death is surely its own. An item that still kills its
+    worker is split (``split(item)``, e.g. a chunk into its samples), each part alone; what cannot
+    be split, or still dies, is given up (``give_up(item, exc)``). Interrupted, nothing new
+    starts and what was started finishes on its own.
+    """
+    by_key: dict[Any, Any] = {}
+
+    def start(item: Any, attempt: str) -> Any:
+        future = submit(item, attempt)
+        by_key[future.key] = item
+        return future
+
+    queue = distributed.as_completed([start(item, "") for item in items])
+    live: list[Any] = []  # the lone task in flight
+
+    def alone(item: Any, attempt: str) -> None:
+        future = start(item, attempt)
+        live[:] = [future]
+        distributed.wait(future)
+        live.clear()
+        accept(by_key.pop(future.key), future)
+
     try:
+        suspects = []
         for future in queue:
-            indices = chunks.pop(future.key)
+            item = by_key.pop(future.key)
             try:
-                reduce(future.result(), indices)
+                accept(item, future)
             except distributed.KilledWorker:
-                suspects.append(indices)  # or an innocent chunk that shared a worker with the culprit
-        # Quarantine: each suspect alone on the cluster, so that a death is its own; a chunk that
-        # still kills its worker is read one sample at a time; a sample that does is a bad input.
-        for indices in suspects:
-            log.warning("scan: workers died reading samples %d-%d; reading them alone", indices[0], indices[-1])
+                suspects.append(item)
+        for item in suspects:
+            log.warning("%s; running it alone", describe(item))
             try:
-                reduce(_alone(live, submit(indices, "-alone")), indices)
+                alone(item, "-alone")
                 continue
             except distributed.KilledWorker as exc:
-                if len(indices) == 1:
-                    reduce(_ScanPart({}, {}, {indices[0]: _killed_reason(exc)}, {}), indices)
+                parts = split(item)
+                if not parts:
+                    give_up(item, exc)
                     continue
-            for i in indices:
+            for part in parts:
                 try:
-                    part = _alone(live, submit((i,), "-single"))
+                    alone(part, "-single")
                 except distributed.KilledWorker as exc:
-                    part = _ScanPart({}, {}, {i: _killed_reason(exc)}, {})
-                reduce(part, (i,))
+                    give_up(part, exc)
     finally:
         for future in [*queue.futures, *live]:
             future.cancel()
-    # The reduce: the same dimensionality rule and the same result as the in-process scan.
-    results = {i: (shapes[i], None, spacings[i]) for i in sorted(shapes)}
-    check_dimensions(results, problems)
-    bad = tuple(BadSample(source.samples[i].id, source.samples[i].path, problems[i]) for i in sorted(problems))
-    if bad and not skip_bad:
-        raise BadInputError(bad, n)
-    for b in bad:
-        log.warning("skipping bad input %s", b)
-    good = [i for i in range(n) if i not in problems]
-    if not good:
-        raise WeightmapsError(f"all {n} masks in {source.description} are bad")
-    ndim = len(shapes[good[0]])
-    return ScanResult(
-        source=source,
-        indices=tuple(good),
-        ids=tuple(source.samples[i].id for i in good),
-        shapes=tuple(shapes[i] for i in good),
-        spacings=tuple(spacings[i] for i in good),
-        counts=dict(sorted(counts_by_ndim.get(ndim, {}).items())),
-        bad=bad,
-        seconds=time.perf_counter() - start,
-        image_pixels=dict(sorted(image_pixels_by_ndim.get(ndim, {}).items())),
-    )
-
-
-def _alone(live: list[Any], future: Any) -> Any:
-    """The result of ``future``, the only task of this run in flight."""
-    live[:] = [future]
-    result = future.result()
-    live.clear()
-    return result
 
 
 def _killed_reason(exc: BaseException, what: str = "reading it") -> str:
@@ -467,9 +460,9 @@ def _killed_reason(exc: BaseException, what: str = "reading it") -> str:
 
 def run_shards_on_dask(
     client: Any,
-    tasks: Sequence[Any],
-    source: Any,
-    writer: Any,
+    tasks: Sequence[ShardTask],
+    source: MaskSource,
+    writer: StoreWriter,
     settings: ShardSettings,
     on_done: Callable[[ShardTimes], None] | None = None,
 ) -> list[ShardTimes]:
@@ -497,73 +490,45 @@ def run_shards_on_dask(
         return []
     token = uuid.uuid4().hex
     job = _submit_job(client, _ShardJob(source, writer, settings), token)
-    by_key: dict[Any, Any] = {}
-
-    def submit(task: Any, attempt: str) -> Any:
-        key = (f"weightmaps-shard-{token}{attempt}", task.group, task.shard)
-        future = client.submit(_run_shard_task, job, task, key=key, retries=SHARD_RETRIES, pure=False)
-        by_key[future.key] = task
-        return future
-
     finished: list[ShardTimes] = []
-    failures: list[ShardFailure] = []
+    failures: list[tuple[ShardTask, ShardFailure]] = []
 
-    def outcome(task: Any, future: Any, alone: bool) -> bool:
-        """Record a finished shard task; False when its workers died and it was not alone."""
+    def submit(task: ShardTask, attempt: str) -> Any:
+        key = (f"weightmaps-shard-{token}{attempt}", task.group, task.shard)
+        return client.submit(_run_shard_task, job, task, key=key, retries=SHARD_RETRIES, pure=False)
+
+    def accept(task: ShardTask, future: Any) -> None:
         try:
             times = future.result()
-        except distributed.KilledWorker as exc:
-            if not alone:
-                return False
-            failures.append(_failure(task, writer, _killed_reason(exc, "computing this shard")))
+        except distributed.KilledWorker:
+            raise  # a suspect: it runs again alone
         except Exception as exc:  # after its retries: record it, finish the other shards
-            failures.append(_failure(task, writer, f"{type(exc).__name__}: {exc}"))
-        else:
-            finished.append(times)
-            if on_done:
-                on_done(times)
-        return True
+            failures.append((task, _failure(task, writer, f"{type(exc).__name__}: {exc}")))
+            return
+        finished.append(times)
+        if on_done:
+            on_done(times)
 
-    queue = distributed.as_completed([submit(t, "") for t in tasks])
-    live: list[Any] = []
-    try:
-        suspects = []
-        for future in queue:
-            task = by_key.pop(future.key)
-            if not outcome(task, future, alone=False):
-                suspects.append(task)
-        # Quarantine: a worker's death counts against every task it was running, so a suspect may
-        # be innocent. Each runs again alone (every earlier attempt died with its worker): a death
-        # now is its own.
-        for task in suspects:
-            log.warning("shard %d/%d: its workers died; running it alone", task.group, task.shard)
-            future = submit(task, "-alone")
-            live[:] = [future]
-            distributed.wait(future)
-            outcome(by_key.pop(future.key), future, alone=True)
-            live.clear()
-    finally:
-        for future in [*queue.futures, *live]:  # interrupted: started tasks finish on their own
-            future.cancel()
+    def give_up(task: ShardTask, exc: BaseException) -> None:
+        failures.append((task, _failure(task, writer, _killed_reason(exc, "computing this shard"))))
+
+    _run_quarantined(distributed, tasks, submit, accept, give_up, split=lambda task: [],
+                     describe=lambda task: f"shard {task.group}/{task.shard}: its workers died")
     if failures:
-        bad = []
-        for f in failures:
-            for sid, index in zip(f.ids, _task_of(f, tasks).sample_indices, strict=True):
-                i = settings.source_indices[index] if settings.source_indices is not None else index
-                bad.append(BadSample(sid, source.samples[i].path, f.reason))
-        raise IncompleteRunError(str(writer.path), failures, bad, sum(t.n for t in finished))
+        bad = [
+            BadSample(sid, source.samples[settings.source_index(index)].path, failure.reason)
+            for task, failure in failures
+            for sid, index in zip(failure.ids, task.sample_indices, strict=True)
+        ]
+        raise IncompleteRunError(str(writer.path), [f for _, f in failures], bad, sum(t.n for t in finished))
     return finished
 
 
-def _failure(task: Any, writer: Any, reason: str) -> ShardFailure:
+def _failure(task: ShardTask, writer: StoreWriter, reason: str) -> ShardFailure:
     ids = writer.ids
     failure = ShardFailure(task.group, task.shard, tuple(ids[i] for i in task.sample_indices), reason)
     log.error("%s", failure)
     return failure
-
-
-def _task_of(failure: ShardFailure, tasks: Sequence[Any]) -> Any:
-    return next(t for t in tasks if (t.group, t.shard) == (failure.group, failure.shard))
 
 
 @dataclass(frozen=True)
@@ -580,7 +545,7 @@ class DaskExecutor:
         return scan_on_dask(self.client, inputs, **kwargs)
 
     def run_shards(
-        self, tasks: Sequence[Any], source: Any, writer: Any, settings: ShardSettings,
+        self, tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings,
         on_done: Callable[[ShardTimes], None] | None = None,
     ) -> list[ShardTimes]:
         return run_shards_on_dask(self.client, tasks, source, writer, settings, on_done)

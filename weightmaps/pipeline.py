@@ -6,7 +6,7 @@ The job runs in four stages; this module strings them together, each lives where
    invalid files, mixed 2-D/3-D masks and labels outside ``[0, num_classes)`` are collected
    (all of them, then one :class:`BadInputError` listing each), and the class pixel counts,
    the per-sample shapes and the header spacings are gathered in the same pass.
-2. **class weights** (:func:`weightmaps.stats.resolve_class_weights`): a scheme over the counts, an explicit
+2. **class weights** (:func:`weightmaps.classweights.resolve_class_weights`): a scheme over the counts, an explicit
    mapping, a JSON file, or the weights of another store.
 3. **store**: :func:`weightmaps.store.create_store` or :func:`weightmaps.store.resume_store`
    (which refuses when the parameters or the inputs changed); nothing is written on a dry run.
@@ -21,7 +21,6 @@ transform, and keeping nothing between the passes keeps memory bounded whatever 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
@@ -29,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -37,6 +36,7 @@ from weightmaps._concurrency import default_threads, start_process_server
 from weightmaps.backend import Backend, get_backend
 from weightmaps.engine import OUTPUT_DTYPES
 from weightmaps.errors import StoreExistsError, WeightmapsError
+from weightmaps.params import MapParams
 from weightmaps.shards import (
     ShardExecutor,
     ShardSettings,
@@ -44,8 +44,12 @@ from weightmaps.shards import (
     run_processes,
     run_threads,
 )
-from weightmaps.stats import BadSample, Progress, ScanResult, resolve_class_weights, scan
+from weightmaps.classweights import resolve_class_weights
+from weightmaps.stats import BadSample, Progress, ScanResult, scan
 from weightmaps.validation import check_connectivity, check_sigma, check_spacing
+
+if TYPE_CHECKING:
+    from weightmaps.store import StoreWriter
 
 __all__ = ["BadSample", "ComputeResult", "compute"]
 
@@ -112,10 +116,6 @@ def _resolve_spacing(spacing: Any, result: ScanResult) -> tuple[float, ...] | No
         f"{examples[:300]}); per-sample spacing is not supported in one store: pass spacing= (--spacing) "
         "or split the dataset by spacing"
     )
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value))
 
 
 def compute(
@@ -284,17 +284,12 @@ def compute(
         scanned.counts, scheme_params=scheme_params, class_weights_from=class_weights_from,
         image_pixels=scanned.image_pixels,
     )
-    params = _jsonable({
-        "sigma": sigma,
-        "spacing": list(spacing_used) if spacing_used is not None else None,
-        "connectivity": int(connectivity),
-        "ignore_index": ignore_index,
-        "dtype": dtype,
-        "class_weights": {**weights_record, "values": {str(k): v for k, v in weights.items()}},
-        "label_map": {str(k): int(v) for k, v in label_map.items()} if label_map else None,
-        "num_classes": num_classes,
-        "skip_bad": bool(skip_bad),
-    })
+    params = MapParams(
+        sigma=sigma, class_weights=weights, class_weights_origin=weights_record, spacing=spacing_used,
+        connectivity=connectivity, ignore_index=ignore_index, dtype=dtype,
+        label_map=dict(label_map) if label_map else None,
+        num_classes=num_classes, skip_bad=skip_bad,
+    )
     fingerprint = source.fingerprint()
     bad_report = [b.as_dict() for b in scanned.bad]
 
@@ -310,14 +305,15 @@ def compute(
             busy_seconds={"decode": 0.0, "compute": 0.0, "write": 0.0}, masks_per_second=0.0,
             bad=scanned.bad, plan=plan, spacing=spacing_used, device=backend.name,
         )
-    store_args = dict(ids=list(scanned.ids), shapes=list(scanned.shapes), dtype=dtype, params=params, fingerprint=fingerprint)
     if resume and out_path.exists():
-        writer = store_module.resume_store(out_path, **store_args)
+        writer = store_module.resume_store(
+            out_path, ids=scanned.ids, shapes=scanned.shapes, params=params, fingerprint=fingerprint
+        )
         log.info("resuming %s", out_path)
     else:
         writer = store_module.create_store(
-            out_path, **store_args, class_counts=scanned.counts, class_weights=weights,
-            overwrite=overwrite, samples_per_shard=samples_per_shard,
+            out_path, ids=scanned.ids, shapes=scanned.shapes, params=params, fingerprint=fingerprint,
+            class_counts=scanned.counts, overwrite=overwrite, samples_per_shard=samples_per_shard,
         )
     tasks = list(writer.pending())
     n_total = len(scanned.ids)
@@ -326,8 +322,7 @@ def compute(
     # 4. compute
     t_compute = time.perf_counter()
     settings = ShardSettings(
-        sigma=sigma, class_weights=weights, spacing=spacing_used, ignore_index=ignore_index,
-        connectivity=int(connectivity), dtype=dtype, device=backend, batch_size=batch_size,
+        params=params, device=backend, batch_size=batch_size,
         source_indices=None if len(scanned.indices) == len(source) else scanned.indices,
     )
     busy = {"decode": 0.0, "compute": 0.0, "write": 0.0}
@@ -387,7 +382,7 @@ def compute(
 
 
 def _finalize(
-    writer: Any, bad: list[dict[str, Any]], n_total: int, n_computed: int, device: str,
+    writer: StoreWriter, bad: list[dict[str, Any]], n_total: int, n_computed: int, device: str,
     scan_seconds: float, compute_seconds: float, busy: dict[str, float],
 ) -> None:
     # The report describes the store; only "last_run" (timings of the run that finished it)
@@ -406,8 +401,8 @@ def _plan(
     scanned: ScanResult, dtype: str, samples_per_shard: int | None, out: Path,
     weights: dict[int, float], spacing: tuple[float, ...] | None,
 ) -> dict[str, Any]:
-    # The store's own shard plan (store._plan), so the dry run reports what a run would write.
-    from weightmaps.store import _plan as store_plan
+    # The store's own shard plan, so the dry run reports what a run would write.
+    from weightmaps.store import shard_plan
 
     itemsize = np.dtype(dtype).itemsize
     groups = [
@@ -415,7 +410,7 @@ def _plan(
             "shape": list(g.shape), "n_samples": len(g.positions), "samples_per_shard": g.samples_per_shard,
             "n_shards": g.n_shards, "bytes": len(g.positions) * math.prod(g.shape) * itemsize,
         }
-        for g in store_plan(scanned.shapes, dtype, samples_per_shard)
+        for g in shard_plan(scanned.shapes, dtype, samples_per_shard)
     ]
     return {
         "store": str(out),

@@ -12,6 +12,7 @@ the same bytes on every machine.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -243,15 +244,16 @@ def _paint_blob(
     if touch_border:  # sit on a random face of the image so that part of the object is cut off
         axis = int(rng.integers(ndim))
         center[axis] = extent[axis] * int(rng.integers(2))
-    radii = radius * extent * rng.uniform(0.6, 1.5, ndim)
-    rot = _rotation(rng, ndim)
+    # Drawn in float64 (the draws fix the bytes), used in float32 below: typed as plain arrays.
+    radii: np.ndarray = radius * extent * rng.uniform(0.6, 1.5, ndim)
+    rot: np.ndarray = _rotation(rng, ndim)
     # Low-order radial perturbation of the boundary, a polynomial of the direction u:
     # u.Q.u (elongation), (b.u)^3 (pear shapes), (c.u)^2 (d.u)^2 (four lobes).
-    quad = rng.uniform(-0.2, 0.2, (ndim, ndim))
+    quad: np.ndarray = rng.uniform(-0.2, 0.2, (ndim, ndim))
     quad = (quad + quad.T) / 2
-    cubic = rng.uniform(-0.8, 0.8, ndim)
-    lobe_c = rng.uniform(-1.0, 1.0, ndim)
-    lobe_d = rng.uniform(-1.0, 1.0, ndim)
+    cubic: np.ndarray = rng.uniform(-0.8, 0.8, ndim)
+    lobe_c: np.ndarray = rng.uniform(-1.0, 1.0, ndim)
+    lobe_d: np.ndarray = rng.uniform(-1.0, 1.0, ndim)
 
     reach = radii.max() * _MAX_BULGE
     lo = np.maximum(np.floor(center - reach), 0).astype(int)
@@ -311,13 +313,13 @@ def _palette(num_classes: int) -> np.ndarray:
     return np.concatenate([_PALETTE, extra]).astype(np.int32)
 
 
-def _stripes(coords: list[np.ndarray], k: int) -> np.ndarray:
+def _stripes(coords: Sequence[np.ndarray], k: int) -> np.ndarray:
     """Class ``k``'s texture: integer stripes of a class-dependent direction and period."""
     weights = [(k * 3 + a * 2) % 5 - 2 or 1 for a in range(len(coords))]
     period = 3 + k % 4
     phase = sum(w * c for w, c in zip(weights, coords))
     amplitude = 10 if k == 0 else 28
-    return ((phase // period) % 2) * amplitude
+    return np.asarray(((phase // period) % 2) * amplitude)
 
 
 def _blur(img: np.ndarray, axis: int) -> np.ndarray:

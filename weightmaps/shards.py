@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -23,7 +23,12 @@ from weightmaps._concurrency import bounded_map, exit_with_driver, process_conte
 from weightmaps.backend import Backend, get_backend, is_cupy_array
 from weightmaps.engine import StageTimer, untimed as _untimed
 from weightmaps.errors import WeightmapsError
+from weightmaps.params import MapParams
 from weightmaps.stats import ScanResult
+
+if TYPE_CHECKING:
+    from weightmaps.sources import MaskSource
+    from weightmaps.store import ShardTask, StoreWriter
 
 __all__ = [
     "ShardExecutor",
@@ -47,19 +52,19 @@ _GPU_BATCH_PIXELS = 1 << 24
 class ShardSettings:
     """Everything :func:`run_shard` needs besides the task, the source and the writer (picklable).
 
-    ``source_indices`` maps a store sample index to its position in the source (None: the
-    same); it differs when bad samples were skipped.
+    ``params`` says what to compute, ``device`` where (a Backend pickles by name with its
+    options). ``source_indices`` maps a store sample index to its position in the source (None:
+    the same); it differs when bad samples were skipped.
     """
 
-    sigma: float
-    class_weights: Mapping[int, float]
-    spacing: tuple[float, ...] | None = None
-    ignore_index: int | None = None
-    connectivity: int = 1
-    dtype: str = "float32"
+    params: MapParams
     device: str | Backend = "cpu"
     batch_size: int | None = None
     source_indices: tuple[int, ...] | None = None
+
+    def source_index(self, index: int) -> int:
+        """The source position of store sample ``index``."""
+        return self.source_indices[index] if self.source_indices is not None else index
 
 
 @dataclass(frozen=True)
@@ -70,14 +75,14 @@ class ShardTimes:
     write: float
 
 
-def decode_shard(task: Any, source: Any, settings: ShardSettings) -> tuple[np.ndarray, list[str]]:
+def decode_shard(task: ShardTask, source: MaskSource, settings: ShardSettings) -> tuple[np.ndarray, list[str]]:
     """The shard's masks stacked ``(len(task), *shape)`` and their digests."""
-    from weightmaps.sources import mask_digest
+    from weightmaps.readers import mask_digest
 
     masks = []
     digests = []
     for index in task.sample_indices:
-        i = settings.source_indices[index] if settings.source_indices is not None else index
+        i = settings.source_index(index)
         labels = source.read(i)
         if tuple(labels.shape) != tuple(task.shape):
             raise WeightmapsError(
@@ -105,22 +110,11 @@ def compute_maps(
     timed = timer or _untimed
     n = len(masks)
     batch = settings.batch_size or _default_batch_size(backend, masks.shape[1:])
-    out = _host_array(backend, masks.shape, np.dtype(settings.dtype))
+    out = _host_array(backend, masks.shape, np.dtype(settings.params.dtype))
     for start in range(0, n, batch):
         with timed("transfer"):
             data = backend.asarray(masks[start:start + batch])
-        maps = weight_map(
-            data,
-            sigma=settings.sigma,
-            class_weights=settings.class_weights,
-            spacing=settings.spacing,
-            ignore_index=settings.ignore_index,
-            connectivity=settings.connectivity,
-            dtype=settings.dtype,
-            device=backend,
-            batch=True,
-            timer=timer,
-        )
+        maps = weight_map(data, **settings.params.engine_kwargs(), device=backend, batch=True, timer=timer)
         with timed("transfer"):
             if is_cupy_array(maps):
                 maps.get(out=out[start:start + batch])
@@ -137,7 +131,7 @@ def _host_array(backend: Backend, shape: tuple[int, ...], dtype: np.dtype) -> np
     return cupyx.empty_pinned(shape, dtype=dtype)
 
 
-def run_shard(task: Any, source: Any, writer: Any, settings: ShardSettings) -> ShardTimes:
+def run_shard(task: ShardTask, source: MaskSource, writer: StoreWriter, settings: ShardSettings) -> ShardTimes:
     """Decode, compute and write one shard: the unit of work on every path (processes, GPU, Dask).
 
     Exactly one call writes a given shard (its marker is written last, by the writer), so a
@@ -158,7 +152,7 @@ def run_shard(task: Any, source: Any, writer: Any, settings: ShardSettings) -> S
 _WORKER_STATE: tuple[Any, Any, ShardSettings] | None = None
 
 
-def _init_worker(source: Any, writer: Any, settings: ShardSettings, driver: int) -> None:
+def _init_worker(source: MaskSource, writer: StoreWriter, settings: ShardSettings, driver: int) -> None:
     global _WORKER_STATE
     _WORKER_STATE = (source, writer, settings)
     # One worker process per core already: zarr's own encode thread pool (one thread per core by
@@ -169,13 +163,13 @@ def _init_worker(source: Any, writer: Any, settings: ShardSettings, driver: int)
     exit_with_driver(driver)
 
 
-def _run_shard_in_worker(task: Any) -> ShardTimes:
+def _run_shard_in_worker(task: ShardTask) -> ShardTimes:
     assert _WORKER_STATE is not None, "worker not initialised"
     return run_shard(task, *_WORKER_STATE)
 
 
 def run_processes(
-    tasks: Sequence[Any], source: Any, writer: Any, settings: ShardSettings, workers: int,
+    tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings, workers: int,
     on_done: Callable[[ShardTimes], None],
 ) -> None:
     if workers <= 1 or len(tasks) <= 1:
@@ -196,7 +190,7 @@ def run_processes(
 
 
 def run_threads(
-    tasks: Sequence[Any], source: Any, writer: Any, settings: ShardSettings, backend: Backend,
+    tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings, backend: Backend,
     threads: int, on_done: Callable[[ShardTimes], None],
 ) -> None:
     """Decode on a thread pool, compute here (one device, one stream of work), write on threads.
@@ -208,12 +202,12 @@ def run_threads(
     decoded: collections.deque[tuple[Any, cf.Future[Any], float]] = collections.deque()
     writes: collections.deque[tuple[cf.Future[Any], ShardTimes]] = collections.deque()
 
-    def timed_decode(task: Any) -> tuple[np.ndarray, list[str], float]:
+    def timed_decode(task: ShardTask) -> tuple[np.ndarray, list[str], float]:
         start = time.perf_counter()
         masks, digests = decode_shard(task, source, settings)
         return masks, digests, time.perf_counter() - start
 
-    def timed_write(task: Any, maps: np.ndarray, digests: list[str]) -> float:
+    def timed_write(task: ShardTask, maps: np.ndarray, digests: list[str]) -> float:
         start = time.perf_counter()
         writer.write_shard(task, maps, digests)
         return time.perf_counter() - start
@@ -270,7 +264,7 @@ class ShardExecutor(Protocol):
     def scan(self, inputs: Any, **kwargs: Any) -> ScanResult: ...
 
     def run_shards(
-        self, tasks: Sequence[Any], source: Any, writer: Any, settings: ShardSettings,
+        self, tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings,
         on_done: Callable[[ShardTimes], None] | None = None,
     ) -> Any: ...
 

@@ -1,9 +1,11 @@
-"""Where masks come from: directories, globs, list files, zarr arrays; PNG/TIFF/NPY/NIfTI readers.
+"""Where masks come from: directories, globs, list files, zarr arrays, lists of paths; sample ids.
 
 A :class:`MaskSource` is an ordered, picklable list of samples. It holds paths and options only;
 files are read (and a zarr array is opened) lazily, in whichever process calls
 :meth:`MaskSource.read`. :func:`open_image_source` lists the matching images the same way (same
-input kinds, same sample ids) as an :class:`ImageSource`, for the torch dataset.
+input kinds, same sample ids) as an :class:`ImageSource`, for the torch dataset. Both share
+:class:`SampleSource` (listing, ids, descriptions, fingerprint); decoding a file is
+:mod:`weightmaps.readers`' job.
 Every problem with an input raises :class:`~weightmaps.errors.WeightmapsError` whose message starts
 with the file (or ``store[i] (id ...)``) it is about.
 
@@ -17,6 +19,7 @@ import glob
 import hashlib
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,46 +29,32 @@ import numpy as np
 import zarr
 
 from weightmaps.errors import WeightmapsError
+from weightmaps.readers import (
+    IMAGE_SUFFIXES,
+    MASK_SUFFIXES,
+    LabelMap,
+    file_suffix,
+    normalize_label_map,
+    read_image,
+    read_mask,
+    read_spacing,
+    validate_mask,
+)
 
 __all__ = [
-    "IMAGE_SUFFIXES",
     "LIST_SUFFIXES",
     "ImageSource",
-    "MASK_SUFFIXES",
     "MaskSource",
     "SampleRef",
-    "mask_digest",
+    "SampleSource",
     "open_image_source",
     "open_source",
-    "read_image",
-    "read_mask",
 ]
-
-MASK_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz")
-"""File suffixes (case-insensitive) recognised as masks."""
-
-IMAGE_SUFFIXES = (*MASK_SUFFIXES, ".jpg", ".jpeg", ".bmp")
-"""File suffixes :func:`read_image` reads."""
 
 LIST_SUFFIXES = (".txt", ".lst")
 """Suffixes of text files that list mask (or image) paths, one per line."""
 
 _GLOB_MAGIC = frozenset("*?[")
-# A label below this bound is remapped through a lookup table; above it, by binary search.
-_LUT_MAX_LABEL = 1 << 16
-# Pillow modes that hold one integer label per pixel, and the dtype they are returned as.
-_PIL_LABEL_MODES = {
-    "L": np.uint8,
-    "P": np.uint8,  # palette *indices*, not colours
-    "1": np.uint8,  # bool -> 0/1
-    "I": np.int32,
-    "I;16": np.uint16,
-    "I;16L": np.uint16,
-    "I;16B": np.uint16,
-    "I;16N": np.uint16,
-}
-
-LabelMap = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -112,11 +101,12 @@ class SampleRef:
     index: int | None = None
 
 
-class MaskSource:
-    """An ordered collection of masks, read lazily.
+class SampleSource(ABC):
+    """What every source shares: the sorted samples, their ids and names, and the fingerprint.
 
-    Build one with :func:`open_source`. A source holds paths and options only, so it pickles cheaply
-    and can be sent to worker processes; a zarr array is (re)opened in each process on first read.
+    A source holds paths and options only, so it pickles cheaply and can be sent to worker
+    processes and Dask workers; a zarr array is (re)opened in each process on first read.
+    Subclasses add :meth:`read` (and whatever reading needs).
 
     Attributes
     ----------
@@ -124,16 +114,6 @@ class MaskSource:
         Sorted by id; ids are unique.
     description : str
         What the source was opened from, for messages and reports.
-
-    Examples
-    --------
-    >>> import numpy as np, zarr
-    >>> arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(2, 4, 4), dtype="uint8")
-    >>> src = open_source(arr)
-    >>> len(src), src.ids
-    (2, ['000000', '000001'])
-    >>> src.read(1).shape
-    (4, 4)
     """
 
     def __init__(
@@ -141,12 +121,10 @@ class MaskSource:
         samples: Sequence[SampleRef],
         *,
         description: str,
-        label_map: Mapping[int, int] | None = None,
         zarr_array: zarr.Array | str | None = None,
     ) -> None:
         self.samples: list[SampleRef] = list(samples)
         self.description = description
-        self._label_map: LabelMap | None = _normalize_label_map(label_map)
         # A path (opened lazily, per process) or a zarr.Array handed to open_source.
         self._zarr_ref: zarr.Array | str | None = zarr_array
         self._zarr_cache: zarr.Array | None = (
@@ -174,11 +152,6 @@ class MaskSource:
         """Sample ids, in source order."""
         return [s.id for s in self.samples]
 
-    @property
-    def label_map(self) -> dict[int, int] | None:
-        """The ``{source label: destination label}`` map applied on read, or None."""
-        return None if self._label_map is None else dict(self._label_map)
-
     def describe(self, i: int) -> str:
         """Name sample ``i`` for messages: its file path, or ``store[i] (id ...)``."""
         ref = self.samples[i]
@@ -188,39 +161,14 @@ class MaskSource:
 
     # -- reading -----------------------------------------------------------------------------------
 
+    @abstractmethod
     def read(self, i: int) -> np.ndarray:
-        """Read sample ``i`` as a validated, C-contiguous integer label array.
-
-        Returns
-        -------
-        numpy.ndarray
-            2-D (H, W) or 3-D (D, H, W), in the file's own integer dtype (bool becomes uint8),
-            ``label_map`` applied.
-
-        Raises
-        ------
-        WeightmapsError
-            The file is missing, unreadable or corrupt, or the mask is not a non-empty, non-negative
-            2-D/3-D integer array. The message starts with :meth:`describe`.
-        """
-        ref = self.samples[i]
-        if ref.path is not None:
-            return read_mask(ref.path, label_map=self._label_map)
-        name = self.describe(i)
-        try:
-            arr = np.asarray(self._zarr()[ref.index])
-        except MemoryError:
-            raise
-        except Exception as e:
-            raise WeightmapsError(f"{name}: cannot read: {e}") from e
-        return _validate(arr, name, self._label_map)
+        """Read sample ``i``; the message of any error starts with :meth:`describe`."""
 
     def spacing(self, i: int) -> tuple[float, ...] | None:
         """Physical pixel spacing of sample ``i`` per array axis (NIfTI zooms), else None."""
         path = self.samples[i].path
-        if path is None or _suffix(path) not in (".nii", ".nii.gz"):
-            return None
-        return _nifti_spacing(path)
+        return None if path is None else read_spacing(path)
 
     def fingerprint(self) -> str:
         """A cheap change detector for the inputs (sha256 hex), not a content hash.
@@ -247,6 +195,17 @@ class MaskSource:
 
     # -- zarr helpers ------------------------------------------------------------------------------
 
+    def _read_zarr_sample(self, i: int) -> np.ndarray:
+        """Sample ``i`` of the zarr array as stored; any failure names the sample."""
+        try:
+            index = self.samples[i].index
+            assert index is not None, "a zarr sample has an index"
+            return np.asarray(self._zarr()[index])
+        except MemoryError:
+            raise
+        except Exception as e:
+            raise WeightmapsError(f"{self.describe(i)}: cannot read: {e}") from e
+
     def _store_name(self) -> str:
         if isinstance(self._zarr_ref, zarr.Array):
             return str(self._zarr_ref.store_path)
@@ -259,7 +218,61 @@ class MaskSource:
         return self._zarr_cache
 
 
-class ImageSource(MaskSource):
+class MaskSource(SampleSource):
+    """An ordered collection of masks, read lazily, validated and ``label_map`` applied.
+
+    Build one with :func:`open_source`. Listing, ids, pickling and the fingerprint are those of
+    :class:`SampleSource`.
+
+    Examples
+    --------
+    >>> import numpy as np, zarr
+    >>> arr = zarr.create_array(zarr.storage.MemoryStore(), shape=(2, 4, 4), dtype="uint8")
+    >>> src = open_source(arr)
+    >>> len(src), src.ids
+    (2, ['000000', '000001'])
+    >>> src.read(1).shape
+    (4, 4)
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[SampleRef],
+        *,
+        description: str,
+        label_map: Mapping[int, int] | None = None,
+        zarr_array: zarr.Array | str | None = None,
+    ) -> None:
+        super().__init__(samples, description=description, zarr_array=zarr_array)
+        self._label_map: LabelMap | None = normalize_label_map(label_map)
+
+    @property
+    def label_map(self) -> dict[int, int] | None:
+        """The ``{source label: destination label}`` map applied on read, or None."""
+        return None if self._label_map is None else dict(self._label_map)
+
+    def read(self, i: int) -> np.ndarray:
+        """Read sample ``i`` as a validated, C-contiguous integer label array.
+
+        Returns
+        -------
+        numpy.ndarray
+            2-D (H, W) or 3-D (D, H, W), in the file's own integer dtype (bool becomes uint8),
+            ``label_map`` applied.
+
+        Raises
+        ------
+        WeightmapsError
+            The file is missing, unreadable or corrupt, or the mask is not a non-empty, non-negative
+            2-D/3-D integer array. The message starts with :meth:`describe`.
+        """
+        ref = self.samples[i]
+        if ref.path is not None:
+            return read_mask(ref.path, label_map=self._label_map)
+        return validate_mask(self._read_zarr_sample(i), self.describe(i), self._label_map)
+
+
+class ImageSource(SampleSource):
     """An ordered collection of images, read lazily; the images of a :class:`MaskSource`.
 
     Build one with :func:`open_image_source`. Lists and pickles like a :class:`MaskSource`, but
@@ -275,17 +288,13 @@ class ImageSource(MaskSource):
     (['000000', '000001'], (4, 4, 3))
     """
 
-    def __init__(
-        self,
-        samples: Sequence[SampleRef],
-        *,
-        description: str,
-        zarr_array: zarr.Array | str | None = None,
-    ) -> None:
-        super().__init__(samples, description=description, zarr_array=zarr_array)
+    @property
+    def label_map(self) -> None:
+        """Always None: images are never remapped (kept so either source answers the question)."""
+        return None
 
     def read(self, i: int) -> np.ndarray:
-        """Read image ``i``: :func:`read_image` for a file, the raw sample of a zarr array.
+        """Read image ``i``: :func:`~weightmaps.readers.read_image` for a file, else the raw sample.
 
         Raises
         ------
@@ -295,12 +304,7 @@ class ImageSource(MaskSource):
         ref = self.samples[i]
         if ref.path is not None:
             return read_image(ref.path)
-        try:
-            return np.ascontiguousarray(self._zarr()[ref.index])
-        except MemoryError:
-            raise
-        except Exception as e:
-            raise WeightmapsError(f"{self.describe(i)}: cannot read: {e}") from e
+        return np.ascontiguousarray(self._read_zarr_sample(i))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,9 +324,10 @@ def open_source(
     inputs
         One of:
 
-        - a directory, walked recursively for files with a suffix in :data:`MASK_SUFFIXES`
-          (hidden files and directories, whose name starts with ".", are skipped; symlinked
-          directories are not followed); the root is the directory;
+        - a directory, walked recursively for files with a suffix in
+          :data:`~weightmaps.readers.MASK_SUFFIXES` (hidden files and directories, whose name
+          starts with ".", are skipped; symlinked directories are not followed); the root is the
+          directory;
         - a glob string such as ``"data/**/*.png"`` (``**`` recurses); the root is the pattern's
           non-magic prefix directory (``data``);
         - a text file (``.txt`` / ``.lst``) listing paths, one per line, relative to the list
@@ -357,7 +362,7 @@ def open_source(
     >>> src.read(0).dtype
     dtype('uint8')
     """
-    _normalize_label_map(label_map)  # validate early, with a clear message
+    normalize_label_map(label_map)  # validate early, with a clear message
     found = _discover(inputs, _MASKS)
     return MaskSource(
         found.samples,
@@ -377,8 +382,8 @@ def open_image_source(
     inputs
         The input kinds of :func:`open_source`, with the same roots and sample-id rules, so
         ``images/a/001.jpg`` has the id of ``masks/a/001.png``. Files are those with a suffix in
-        :data:`IMAGE_SUFFIXES` (JPEG and BMP too); a zarr array may hold any dtype and have a
-        channel axis: (N, H, W), (N, H, W, C), (N, C, H, W), (N, D, H, W) or 5-D.
+        :data:`~weightmaps.readers.IMAGE_SUFFIXES` (JPEG and BMP too); a zarr array may hold any
+        dtype and have a channel axis: (N, H, W), (N, H, W, C), (N, C, H, W), (N, D, H, W) or 5-D.
 
     Returns
     -------
@@ -446,14 +451,14 @@ def _path_source(spec: str, kind: _Kind) -> _Found:
             raise WeightmapsError(f"{spec}: no {kind.noun} files found (suffixes {suffixes})")
         return _file_source(files, path, spec)
     if os.path.isfile(path):
-        if _suffix(path) in LIST_SUFFIXES:
+        if file_suffix(path) in LIST_SUFFIXES:
             files = _read_list_file(path, kind)
             return _file_source(files, _common_parent(files), spec)
         _check_file(path, kind)
         return _file_source([path], os.path.dirname(os.path.abspath(path)), spec)
     if _GLOB_MAGIC & set(spec):
         matches = sorted(glob.glob(path, recursive=True))
-        files = [m for m in matches if os.path.isfile(m) and _suffix(m) in kind.suffixes]
+        files = [m for m in matches if os.path.isfile(m) and file_suffix(m) in kind.suffixes]
         if not files:
             raise WeightmapsError(f"{spec}: the glob matched no {kind.noun} files")
         return _file_source(files, _glob_root(path), spec)
@@ -525,7 +530,7 @@ def _walk(root: str, suffixes: tuple[str, ...]) -> Iterable[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and _suffix(name) in suffixes:
+            if not name.startswith(".") and file_suffix(name) in suffixes:
                 yield os.path.join(dirpath, name)
 
 
@@ -557,7 +562,7 @@ def _check_file(path: str, kind: _Kind) -> None:
         raise WeightmapsError(f"{path}: no such file")
     if not os.path.isfile(path):
         raise WeightmapsError(f"{path}: not a file")
-    if _suffix(path) not in kind.suffixes:
+    if file_suffix(path) not in kind.suffixes:
         raise WeightmapsError(
             f"{path}: not {kind.a_noun} file (expected one of {', '.join(kind.suffixes)})"
         )
@@ -577,300 +582,6 @@ def _glob_root(pattern: str) -> str:
     return str(Path(*prefix)) if prefix else "."
 
 
-def _suffix(path: str) -> str:
-    name = os.path.basename(path).lower()
-    if name.endswith(".nii.gz"):
-        return ".nii.gz"
-    return os.path.splitext(name)[1]
-
-
 def _strip_suffix(rel: str) -> str:
-    n = len(_suffix(rel))
+    n = len(file_suffix(rel))
     return rel[:-n] if n else rel
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading one file
-# --------------------------------------------------------------------------------------------------
-
-
-def read_mask(
-    path: str | os.PathLike[str], *, label_map: Mapping[int, int] | None = None
-) -> np.ndarray:
-    """Read one mask file as a validated integer label array.
-
-    Formats, by suffix (case-insensitive):
-
-    - PNG (Pillow): modes ``L`` and ``P`` (palette *indices*, not colours) as uint8, ``1`` as
-      uint8 0/1, ``I;16*`` as uint16, ``I`` as int32. Colour or float modes (RGB, RGBA, LA, F, ...)
-      are refused: convert them to a label image first.
-    - TIFF (tifffile): one page is 2-D; several pages, or a 3-D series, a (D, H, W) volume.
-      Float TIFFs are refused even when every value is integral: masks must be stored as integers.
-      Multi-sample (RGB) TIFFs are refused.
-    - NPY (numpy, ``allow_pickle=False``).
-    - NIfTI ``.nii`` / ``.nii.gz`` (nibabel, the ``weightmaps[nifti]`` extra): returned in the
-      file's array order, i.e. (x, y, z); :meth:`MaskSource.spacing` gives the matching zooms.
-
-    Parameters
-    ----------
-    path
-        The mask file.
-    label_map
-        ``{source label: destination label}`` applied after reading; unmapped labels are kept.
-
-    Returns
-    -------
-    numpy.ndarray
-        C-contiguous, 2-D or 3-D, in the file's integer dtype (bool becomes uint8), widened if a
-        destination label of ``label_map`` needs it.
-
-    Raises
-    ------
-    WeightmapsError
-        ``f"{path}: <problem>"`` for a missing, unreadable, corrupt or truncated file, an
-        unsupported format or mode, a non-integer dtype, negative labels, an empty array, or an
-        array that is not 2-D or 3-D.
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np
-    >>> p = tempfile.mkdtemp() + "/m.npy"
-    >>> np.save(p, np.array([[0, 255], [255, 0]], dtype=np.uint8))
-    >>> read_mask(p, label_map={255: 1})
-    array([[0, 1],
-           [1, 0]], dtype=uint8)
-    """
-    path = os.fspath(path)
-    lm = _normalize_label_map(label_map)
-    arr = _load(path, mask=True)
-    return _validate(arr, path, lm)
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as a numpy array, any dtype, without label validation.
-
-    PNG / JPEG / BMP come back (H, W) or (H, W, C) (palette images are expanded to RGB or RGBA);
-    TIFF, NPY and NIfTI arrays as stored.
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np
-    >>> from PIL import Image
-    >>> p = tempfile.mkdtemp() + "/img.png"
-    >>> Image.fromarray(np.zeros((4, 5, 3), dtype=np.uint8)).save(p)
-    >>> read_image(p).shape
-    (4, 5, 3)
-    """
-    path = os.fspath(path)
-    if _suffix(path) not in IMAGE_SUFFIXES:
-        suffixes = ", ".join(IMAGE_SUFFIXES)
-        raise WeightmapsError(f"{path}: unsupported image format (expected one of {suffixes})")
-    return np.ascontiguousarray(_load(path, mask=False))
-
-
-def _load(path: str, *, mask: bool) -> np.ndarray:
-    suffix = _suffix(path)
-    if not os.path.isfile(path):
-        raise WeightmapsError(f"{path}: no such file")
-    nib = _nibabel(path) if suffix in (".nii", ".nii.gz") else None
-    try:
-        if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
-            return _read_pil(path, mask=mask)
-        if suffix in (".tif", ".tiff"):
-            return _read_tiff(path, mask=mask)
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if nib is not None:
-            return np.asanyarray(nib.load(path).dataobj)
-    except WeightmapsError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as e:  # each library has its own exceptions for corrupt files
-        raise WeightmapsError(f"{path}: cannot read: {e}") from e
-    raise WeightmapsError(f"{path}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
-
-
-def _read_pil(path: str, *, mask: bool) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.load()
-        if mask:
-            return _pil_labels(img, path)
-        if img.mode == "P":
-            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-        elif img.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
-            img = img.convert("L" if img.mode == "1" else "RGB")
-        arr = np.asarray(img)
-        return arr.astype(arr.dtype.newbyteorder("="), copy=False)
-
-
-def _pil_labels(img: Any, path: str) -> np.ndarray:
-    """Integer labels from a loaded Pillow image, refusing colour and float modes."""
-    dtype = _PIL_LABEL_MODES.get(img.mode)
-    if dtype is None:
-        raise WeightmapsError(
-            f"{path}: PNG mode {img.mode} is not a label image; convert it to a single-channel "
-            f"label image (mode L, P, I;16 or I), e.g. with a colour -> class lookup"
-        )
-    return np.asarray(img).astype(dtype, copy=False)
-
-
-def _read_tiff(path: str, *, mask: bool) -> np.ndarray:
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        if len(tif.series) == 1:
-            series = tif.series[0]
-            if mask and "S" in series.axes:
-                n = series.shape[series.axes.index("S")]
-                raise WeightmapsError(
-                    f"{path}: TIFF with {n} samples per pixel (RGB?) is not a label image; "
-                    f"convert it to a single-channel integer label image"
-                )
-            return series.asarray()
-        # Several series: pages written one by one form the slices of a volume.
-        if mask and any(p.samplesperpixel > 1 for p in tif.pages):
-            raise WeightmapsError(
-                f"{path}: TIFF pages with several samples per pixel are not a label image"
-            )
-        return tif.asarray(key=slice(None))
-
-
-def _nibabel(path: str) -> Any:
-    try:
-        import nibabel
-    except ImportError as e:
-        raise WeightmapsError(
-            f"{path}: reading NIfTI needs nibabel: pip install 'weightmaps[nifti]'"
-        ) from e
-    return nibabel
-
-
-def _nifti_spacing(path: str) -> tuple[float, ...]:
-    nib = _nibabel(path)
-    try:
-        img = nib.load(path)
-        zooms = img.header.get_zooms()[: len(img.shape)]
-    except MemoryError:
-        raise
-    except Exception as e:
-        raise WeightmapsError(f"{path}: cannot read the NIfTI header: {e}") from e
-    # Zooms are float32 in the header; their shortest repr keeps 0.7 as 0.7 rather than 0.69999...
-    return tuple(float(str(np.float32(z))) for z in zooms)
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation and label maps
-# --------------------------------------------------------------------------------------------------
-
-
-def _validate(arr: np.ndarray, name: str, label_map: LabelMap | None) -> np.ndarray:
-    if arr.dtype == np.bool_:
-        arr = arr.view(np.uint8)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise WeightmapsError(
-            f"{name}: non-integer mask (dtype {arr.dtype}); store labels as integers"
-        )
-    if arr.ndim not in (2, 3):
-        raise WeightmapsError(
-            f"{name}: mask of shape {arr.shape} has {arr.ndim} dimensions; "
-            f"expected 2-D (H, W) or 3-D (D, H, W)"
-        )
-    if arr.size == 0:
-        raise WeightmapsError(f"{name}: empty mask (shape {arr.shape})")
-    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
-    if label_map:
-        arr = _apply_label_map(arr, label_map)
-    if arr.dtype.kind == "i":
-        low = int(arr.min())
-        if low < 0:
-            raise WeightmapsError(
-                f"{name}: negative label {low}; labels must be >= 0 (remap it with label_map)"
-            )
-    return arr
-
-
-def _normalize_label_map(label_map: Mapping[int, int] | LabelMap | None) -> LabelMap | None:
-    if label_map is None:
-        return None
-    items = label_map.items() if isinstance(label_map, Mapping) else label_map
-    out = []
-    for src, dst in items:
-        if not _is_int(src) or not _is_int(dst):
-            raise WeightmapsError(f"label_map: {src!r} -> {dst!r}: labels must be integers")
-        if dst < 0:
-            raise WeightmapsError(f"label_map: {src} -> {dst}: destination labels must be >= 0")
-        out.append((int(src), int(dst)))
-    return tuple(sorted(out))
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _map_dtype(dtype: np.dtype, label_map: LabelMap) -> np.dtype:
-    """The input dtype, widened so the largest destination label fits."""
-    top = max(dst for _, dst in label_map)
-    out = np.promote_types(dtype, np.min_scalar_type(top))
-    return out if out.kind in "iu" else np.dtype(np.int64)
-
-
-def _apply_label_map(arr: np.ndarray, label_map: LabelMap) -> np.ndarray:
-    """Remap labels: a lookup table for small non-negative labels, else binary search."""
-    if arr.dtype.itemsize <= 2 and arr.dtype.kind == "u":
-        return _map_labels_lut(arr, label_map, 1 << (8 * arr.dtype.itemsize))
-    low, high = int(arr.min()), int(arr.max())
-    if low >= 0 and high < _LUT_MAX_LABEL:
-        return _map_labels_lut(arr, label_map, high + 1)
-    return _map_labels_search(arr, label_map)
-
-
-def _map_labels_lut(arr: np.ndarray, label_map: LabelMap, size: int) -> np.ndarray:
-    """Fast path: ``lut[arr]``; requires ``0 <= arr < size``."""
-    lut = np.arange(size, dtype=_map_dtype(arr.dtype, label_map))
-    for src, dst in label_map:
-        if 0 <= src < size:
-            lut[src] = dst
-    return lut[arr]
-
-
-def _map_labels_search(arr: np.ndarray, label_map: LabelMap) -> np.ndarray:
-    """General path: binary search of every label among the (sorted) source labels."""
-    out = arr.astype(_map_dtype(arr.dtype, label_map))
-    keys = np.array([s for s, _ in label_map], dtype=np.int64)
-    values = np.array([d for _, d in label_map], dtype=out.dtype)
-    if arr.dtype == np.uint64:  # int64 keys cannot hold every uint64 label
-        keep = (keys >= 0)
-        keys, values = keys[keep].astype(np.uint64), values[keep]
-    if keys.size == 0:
-        return out
-    idx = np.searchsorted(keys, arr).clip(max=keys.size - 1)
-    hit = keys[idx] == arr
-    out[hit] = values[idx[hit]]
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Digest
-# --------------------------------------------------------------------------------------------------
-
-
-def mask_digest(labels: np.ndarray) -> str:
-    """A 16-hex-character content digest of a label array: blake2b over shape, dtype and bytes.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> mask_digest(np.zeros((2, 2), np.uint8)) == mask_digest(np.zeros((2, 2), np.uint16))
-    False
-    >>> len(mask_digest(np.zeros((2, 2), np.uint8)))
-    16
-    """
-    a = np.ascontiguousarray(labels)
-    h = hashlib.blake2b(digest_size=8)
-    h.update(f"{tuple(a.shape)}|{a.dtype.str}|".encode())
-    if a.size:
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()

@@ -1,30 +1,32 @@
-"""The scan and the class weights: what the pipeline learns about a dataset before writing.
+"""The scan: what the pipeline learns about a dataset before writing.
 
-:func:`scan` decodes every mask once on a bounded thread pool: unreadable or invalid files, mixed
-2-D/3-D masks and labels outside ``[0, num_classes)`` are collected (all of them, then one
-:class:`BadInputError` listing each), and the class pixel counts, per-sample shapes and header
-spacings are gathered in the same pass. :func:`resolve_class_weights` turns the counts (or a file,
-a mapping, another store) into the class weights of a run.
+:func:`scan` decodes every mask once on a bounded thread pool (or worker processes): unreadable or
+invalid files, mixed 2-D/3-D masks and labels outside ``[0, num_classes)`` are collected (all of
+them, then one :class:`~weightmaps.errors.BadInputError` listing each), and the class pixel
+counts, per-sample shapes and header spacings are gathered in the same pass. The Dask scan
+(:mod:`weightmaps.distributed`) merges the same :class:`ScanTally` and ends in the same
+:func:`finish_scan`.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import json
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightmaps._concurrency import bounded_map, default_threads, exit_with_driver, process_context
-from weightmaps.classweights import SCHEMES, add_image_pixels, class_weights as scheme_weights, count_labels
+from weightmaps.classweights import add_counts, add_image_pixels, count_labels
 from weightmaps.errors import BadInputError, WeightmapsError
 
-__all__ = ["BadSample", "ScanResult", "resolve_class_weights", "scan"]
+if TYPE_CHECKING:
+    from weightmaps.sources import MaskSource
+
+__all__ = ["BadSample", "SampleScan", "ScanResult", "ScanTally", "finish_scan", "scan", "scan_one"]
 
 log = logging.getLogger("weightmaps")
 
@@ -41,7 +43,18 @@ _SCAN_WINDOW_PER_THREAD = 4
 _SCAN_CHUNK = 32
 _SCAN_PROCESSES_FROM = 1024
 
-ScanOutcome = tuple[tuple[int, ...], dict[int, int], tuple[float, ...] | None]
+
+
+class SampleScan(NamedTuple):
+    """What the scan learns from one good sample."""
+
+    shape: tuple[int, ...]
+    counts: dict[int, int]  # pixels per label, the ignore label excluded
+    spacing: tuple[float, ...] | None  # from the file's header (NIfTI), else None
+
+
+# A sample's scan: what it holds, or the reason it is bad.
+ScanOutcome = SampleScan | str
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ class ScanResult:
     the good samples in which it occurs (see :func:`~weightmaps.classweights.class_image_pixels`).
     """
 
-    source: Any
+    source: MaskSource
     indices: tuple[int, ...]
     ids: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
@@ -80,17 +93,81 @@ class ScanResult:
     image_pixels: dict[int, int] = field(default_factory=dict)
 
     @property
-    def ndim(self) -> int | None:
-        return len(self.shapes[0]) if self.shapes else None
+    def ndim(self) -> int:
+        """2 or 3: a scan result holds at least one good sample, and one dimensionality."""
+        return len(self.shapes[0])
 
     def groups(self) -> dict[tuple[int, ...], int]:
         """Number of samples of each map shape, in order of first appearance."""
         return dict(collections.Counter(self.shapes))
 
 
-def scan_one(
-    source: Any, i: int, num_classes: int | None, ignore_index: int | None
-) -> tuple[tuple[int, ...], dict[int, int], tuple[float, ...] | None]:
+@dataclass
+class ScanTally:
+    """The scan so far, merged chunk by chunk (in process, or from Dask tasks).
+
+    Counts are summed per dimensionality, so that a chunk sends a few numbers, not one dict per
+    sample, and the samples of the minority dimensionality (bad, see :func:`check_dimensions`)
+    drop out with their bucket.
+    """
+
+    shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    spacings: dict[int, tuple[float, ...] | None] = field(default_factory=dict)
+    problems: dict[int, str] = field(default_factory=dict)
+    counts: dict[int, dict[int, int]] = field(default_factory=dict)  # ndim -> label -> pixels
+    image_pixels: dict[int, dict[int, int]] = field(default_factory=dict)  # ndim -> label -> pixels
+    n_seen: int = 0
+
+    def add(self, i: int, outcome: ScanOutcome) -> None:
+        self.n_seen += 1
+        if isinstance(outcome, str):
+            self.problems[i] = outcome
+            return
+        self.shapes[i] = outcome.shape
+        self.spacings[i] = outcome.spacing
+        ndim = len(outcome.shape)
+        add_counts(self.counts.setdefault(ndim, {}), outcome.counts)
+        add_image_pixels(self.image_pixels.setdefault(ndim, {}), outcome.counts)
+
+    def merge(self, other: ScanTally) -> None:
+        self.n_seen += other.n_seen
+        self.shapes.update(other.shapes)
+        self.spacings.update(other.spacings)
+        self.problems.update(other.problems)
+        for mine, theirs in ((self.counts, other.counts), (self.image_pixels, other.image_pixels)):
+            for ndim, counts in theirs.items():
+                add_counts(mine.setdefault(ndim, {}), counts)
+
+
+def finish_scan(source: MaskSource, tally: ScanTally, *, skip_bad: bool, started: float) -> ScanResult:
+    """The end of every scan (in process or on Dask): one dimensionality, bad inputs, the result."""
+    n = len(source)
+    check_dimensions(tally.shapes, tally.problems)
+    bad = tuple(
+        BadSample(source.samples[i].id, source.samples[i].path, tally.problems[i]) for i in sorted(tally.problems)
+    )
+    if bad and not skip_bad:
+        raise BadInputError(bad, n)
+    for b in bad:
+        log.warning("skipping bad input %s", b)
+    good = [i for i in range(n) if i not in tally.problems]
+    if not good:
+        raise WeightmapsError(f"all {n} masks in {source.description} are bad")
+    ndim = len(tally.shapes[good[0]])
+    return ScanResult(
+        source=source,
+        indices=tuple(good),
+        ids=tuple(source.samples[i].id for i in good),
+        shapes=tuple(tally.shapes[i] for i in good),
+        spacings=tuple(tally.spacings[i] for i in good),
+        counts=dict(sorted(tally.counts.get(ndim, {}).items())),
+        bad=bad,
+        seconds=time.perf_counter() - started,
+        image_pixels=dict(sorted(tally.image_pixels.get(ndim, {}).items())),
+    )
+
+
+def scan_one(source: MaskSource, i: int, num_classes: int | None, ignore_index: int | None) -> SampleScan:
     labels = source.read(i)
     if labels.ndim not in (2, 3):  # the source promises 2-D or 3-D; a cheap second check
         raise WeightmapsError(f"masks must be 2-D or 3-D, got shape {labels.shape}")
@@ -103,7 +180,7 @@ def scan_one(
                 + (f" (ignore_index is {ignore_index})" if ignore_index is not None else "")
             )
     spacing = source.spacing(i)
-    return tuple(int(s) for s in labels.shape), counts, (tuple(float(s) for s in spacing) if spacing else None)
+    return SampleScan(tuple(int(s) for s in labels.shape), counts, tuple(float(s) for s in spacing) if spacing else None)
 
 
 def scan(
@@ -159,52 +236,21 @@ def scan(
     if n == 0:
         raise WeightmapsError(f"no masks found in {source.description}")
     threads = threads or default_threads(None)
-    results: dict[int, ScanOutcome] = {}
-    problems: dict[int, str] = {}
     if progress:
         progress("scan", 0, n)
     if processes > 1 and n >= _SCAN_PROCESSES_FROM:
         outcomes = _scan_on_processes(source, range(n), num_classes, ignore_index, processes)
     else:
         outcomes = _scan_on_threads(source, range(n), num_classes, ignore_index, threads)
-    for done, (i, outcome) in enumerate(outcomes, 1):
-        if isinstance(outcome, str):
-            problems[i] = outcome
-        else:
-            results[i] = outcome
+    tally = ScanTally()
+    for i, outcome in outcomes:
+        tally.add(i, outcome)
         if progress:
-            progress("scan", done, n)
-    check_dimensions(results, problems)
-    bad = tuple(
-        BadSample(source.samples[i].id, source.samples[i].path, problems[i]) for i in sorted(problems)
-    )
-    if bad and not skip_bad:
-        raise BadInputError(bad, n)
-    for b in bad:
-        log.warning("skipping bad input %s", b)
-    good = [i for i in range(n) if i not in problems]
-    if not good:
-        raise WeightmapsError(f"all {n} masks in {source.description} are bad")
-    counts: dict[int, int] = {}
-    image_pixels: dict[int, int] = {}
-    for i in good:
-        for label, count in results[i][1].items():
-            counts[label] = counts.get(label, 0) + count
-        add_image_pixels(image_pixels, results[i][1])
-    return ScanResult(
-        source=source,
-        indices=tuple(good),
-        ids=tuple(source.samples[i].id for i in good),
-        shapes=tuple(results[i][0] for i in good),
-        spacings=tuple(results[i][2] for i in good),
-        counts=dict(sorted(counts.items())),
-        bad=bad,
-        seconds=time.perf_counter() - start,
-        image_pixels=dict(sorted(image_pixels.items())),
-    )
+            progress("scan", tally.n_seen, n)
+    return finish_scan(source, tally, skip_bad=skip_bad, started=start)
 
 
-def _scan_or_problem(source: Any, i: int, num_classes: int | None, ignore_index: int | None) -> ScanOutcome | str:
+def scan_or_problem(source: MaskSource, i: int, num_classes: int | None, ignore_index: int | None) -> ScanOutcome:
     """Sample ``i``'s scan outcome, or the reason it is bad (without its path, which the report names)."""
     try:
         return scan_one(source, i, num_classes, ignore_index)
@@ -213,11 +259,11 @@ def _scan_or_problem(source: Any, i: int, num_classes: int | None, ignore_index:
 
 
 def _scan_on_threads(
-    source: Any, indices: range, num_classes: int | None, ignore_index: int | None, threads: int
-) -> Iterator[tuple[int, ScanOutcome | str]]:
+    source: MaskSource, indices: range, num_classes: int | None, ignore_index: int | None, threads: int
+) -> Iterator[tuple[int, ScanOutcome]]:
     with cf.ThreadPoolExecutor(threads, thread_name_prefix="weightmaps-scan") as pool:
-        def one(i: int) -> ScanOutcome | str:
-            return _scan_or_problem(source, i, num_classes, ignore_index)
+        def one(i: int) -> ScanOutcome:
+            return scan_or_problem(source, i, num_classes, ignore_index)
 
         for i, future in bounded_map(pool, one, indices, threads * _SCAN_WINDOW_PER_THREAD):
             yield i, future.result()
@@ -228,19 +274,19 @@ def _scan_on_threads(
 _SCAN_SOURCE: Any = None
 
 
-def _init_scan_worker(source: Any, driver: int) -> None:
+def _init_scan_worker(source: MaskSource, driver: int) -> None:
     global _SCAN_SOURCE
     _SCAN_SOURCE = source
     exit_with_driver(driver)
 
 
-def _scan_chunk(indices: range, num_classes: int | None, ignore_index: int | None) -> list[ScanOutcome | str]:
-    return [_scan_or_problem(_SCAN_SOURCE, i, num_classes, ignore_index) for i in indices]
+def _scan_chunk(indices: range, num_classes: int | None, ignore_index: int | None) -> list[ScanOutcome]:
+    return [scan_or_problem(_SCAN_SOURCE, i, num_classes, ignore_index) for i in indices]
 
 
 def _scan_on_processes(
-    source: Any, indices: range, num_classes: int | None, ignore_index: int | None, processes: int
-) -> Iterator[tuple[int, ScanOutcome | str]]:
+    source: MaskSource, indices: range, num_classes: int | None, ignore_index: int | None, processes: int
+) -> Iterator[tuple[int, ScanOutcome]]:
     chunks = [indices[start:start + _SCAN_CHUNK] for start in range(0, len(indices), _SCAN_CHUNK)]
     if not chunks:
         return
@@ -260,24 +306,24 @@ def without_path(message: str, path: str | None) -> str:
     return message
 
 
-def check_dimensions(results: dict[int, Any], problems: dict[int, str]) -> None:
-    # One store holds one dimensionality: the most common one wins (ties: the first sample's),
-    # every sample of the other is an offender.
-    ndims = collections.Counter(len(shape) for shape, _, _ in results.values())
+def check_dimensions(shapes: dict[int, tuple[int, ...]], problems: dict[int, str]) -> None:
+    """One store holds one dimensionality: the most common one wins (ties: the first sample's);
+    every sample of the other moves from ``shapes`` to ``problems``."""
+    ndims = collections.Counter(len(shape) for shape in shapes.values())
     if len(ndims) < 2:
         return
-    first = len(results[min(results)][0])
+    first = len(shapes[min(shapes)])
     majority = max(ndims, key=lambda d: (ndims[d], d == first))
-    for i, (shape, _, _) in list(results.items()):
+    for i, shape in list(shapes.items()):
         if len(shape) != majority:
             problems[i] = (
                 f"{len(shape)}-D mask (shape {shape}) in a dataset of {majority}-D masks "
                 f"({ndims[majority]} of {sum(ndims.values())}); one store holds one dimensionality"
             )
-            del results[i]
+            del shapes[i]
 
 
-def open_inputs(inputs: Any, label_map: Mapping[int, int] | None) -> Any:
+def open_inputs(inputs: Any, label_map: Mapping[int, int] | None) -> MaskSource:
     from weightmaps import sources
 
     if isinstance(inputs, sources.MaskSource):
@@ -285,71 +331,3 @@ def open_inputs(inputs: Any, label_map: Mapping[int, int] | None) -> Any:
             raise WeightmapsError("label_map applies when opening inputs; pass it to open_source instead")
         return inputs
     return sources.open_source(inputs, label_map=dict(label_map) if label_map else None)
-
-
-def resolve_class_weights(
-    spec: str | os.PathLike[str] | Mapping[Any, Any] | None,
-    counts: Mapping[int, int],
-    *,
-    scheme_params: Mapping[str, float] | None = None,
-    class_weights_from: str | os.PathLike[str] | None = None,
-    image_pixels: Mapping[int, int] | None = None,
-) -> tuple[dict[int, float], dict[str, Any]]:
-    """The class weights for a run, and a JSON-ready record of where they came from.
-
-    ``spec`` is a scheme name (see :data:`weightmaps.classweights.SCHEMES`), a path to a JSON
-    file ``{label: weight}``, or a mapping. ``class_weights_from`` (another store's path) takes
-    the weights of that store, e.g. the training set's for a validation set; it replaces the
-    default scheme but conflicts with any other ``spec``. Every label in ``counts`` must have
-    a weight. ``image_pixels`` (from the scan) gives the ``"median"`` scheme Eigen & Fergus's
-    per-class frequencies.
-
-    Examples
-    --------
-    >>> resolve_class_weights("balanced", {0: 90, 1: 10})[0]
-    {0: 0.5555555555555556, 1: 5.0}
-    >>> resolve_class_weights({0: 1, 1: 3}, {0: 90, 1: 10})
-    ({0: 1.0, 1: 3.0}, {'source': 'explicit'})
-    """
-    if class_weights_from is not None:
-        if spec not in (None, "balanced"):
-            raise WeightmapsError(
-                f"give class weights either as {spec!r} or from the store {str(class_weights_from)!r}, not both"
-            )
-        from weightmaps.store import open_store
-
-        weights = {int(k): float(v) for k, v in open_store(class_weights_from).class_weights.items()}
-        record: dict[str, Any] = {"source": "store", "path": str(class_weights_from)}
-    elif spec is None or (isinstance(spec, str) and spec in SCHEMES):
-        scheme = spec or "balanced"
-        params = dict(scheme_params or {})
-        extra = {"image_pixels": image_pixels} if scheme == "median" and image_pixels is not None else {}
-        weights = scheme_weights(counts, scheme, **params, **extra)
-        record = {"source": "scheme", "scheme": scheme, "scheme_params": params}
-    elif isinstance(spec, Mapping):
-        weights = scheme_weights(counts, spec)
-        record = {"source": "explicit"}
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise WeightmapsError(
-                f"class weights {str(spec)!r} are neither a scheme ({', '.join(SCHEMES)}) nor a JSON file"
-            )
-        try:
-            loaded = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise WeightmapsError(f"{path}: cannot read class weights JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise WeightmapsError(f"{path}: class weights JSON must be an object {{label: weight}}")
-        try:
-            weights = scheme_weights(counts, loaded)
-        except WeightmapsError as exc:
-            raise WeightmapsError(f"{path}: {exc}") from None
-        record = {"source": "file", "path": str(path)}
-    if scheme_params and record["source"] != "scheme":
-        raise WeightmapsError("scheme_params apply to a class-weight scheme only")
-    missing = sorted(set(counts) - set(weights))
-    if missing:
-        where = record.get("path", "the given mapping")
-        raise WeightmapsError(f"class weights from {where} have no weight for label(s) {missing} found in the masks")
-    return weights, record

@@ -45,9 +45,21 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from weightmaps._version import __version__
 from weightmaps.errors import ResumeMismatchError, StoreExistsError, WeightmapsError
+from weightmaps.params import MapParams
 
-__all__ = ["ShardTask", "StoreWriter", "WeightStore", "create_store", "open_store", "resume_store"]
+__all__ = [
+    "ShapeGroup",
+    "ShardTask",
+    "StoreWriter",
+    "WeightStore",
+    "create_store",
+    "marker_path",
+    "open_store",
+    "resume_store",
+    "shard_plan",
+]
 
 FORMAT_VERSION = 1
 # Uncompressed bytes per shard for the automatic choice. Small enough that a modest dataset still
@@ -77,7 +89,9 @@ class ShardTask:
 
 
 @dataclass(frozen=True)
-class _Group:
+class ShapeGroup:
+    """The samples of one map shape: one array ``maps/<k>`` of the store, cut into shards."""
+
     shape: tuple[int, ...]
     positions: tuple[int, ...]
     samples_per_shard: int
@@ -90,14 +104,6 @@ class _Group:
     @property
     def n_shards(self) -> int:
         return math.ceil(len(self.positions) / self.samples_per_shard)
-
-
-def _package_version() -> str:
-    try:  # lazily: store.py must not depend on what the package __init__ imports
-        from weightmaps import __version__  # noqa: PLC0415
-    except ImportError:
-        return "unknown"
-    return str(__version__)
 
 
 def _json_roundtrip(value: Any, what: str) -> Any:
@@ -136,10 +142,13 @@ def _unpickle_writer(path: Path, uid: str) -> StoreWriter:
     return StoreWriter(path, _writer_meta(path, uid))
 
 
-def _plan(
-    shapes: Sequence[Sequence[int]], dtype: str, samples_per_shard: int | None
-) -> list[_Group]:
-    """Group samples by shape in order of first appearance and choose each group's shard size."""
+def shard_plan(
+    shapes: Sequence[Sequence[int]], dtype: str, samples_per_shard: int | None = None
+) -> list[ShapeGroup]:
+    """Group samples by shape in order of first appearance and choose each group's shard size.
+
+    What :func:`create_store` lays out; a dry run reports it without writing.
+    """
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, given in enumerate(shapes):
         shape = tuple(int(n) for n in given)
@@ -154,7 +163,7 @@ def _plan(
         else:
             s = int(samples_per_shard)
         groups.append(
-            _Group(shape, tuple(positions), max(1, min(s, len(positions), MAX_SAMPLES_PER_SHARD)))
+            ShapeGroup(shape, tuple(positions), max(1, min(s, len(positions), MAX_SAMPLES_PER_SHARD)))
         )
     return groups
 
@@ -186,10 +195,8 @@ def create_store(
     *,
     ids: Sequence[str],
     shapes: Sequence[Sequence[int]],
-    dtype: str,
-    params: Mapping[str, Any],
+    params: MapParams,
     class_counts: Mapping[int, int],
-    class_weights: Mapping[int, float],
     fingerprint: str,
     overwrite: bool = False,
     samples_per_shard: int | None = None,
@@ -205,9 +212,11 @@ def create_store(
     ids, shapes : sequence
         Sample ids in sample order and each sample's map shape (2-D or 3-D). Samples are grouped
         by shape (in order of first appearance) into one array ``maps/<k>`` per shape.
-    dtype : {"float32", "float16"}
-    params, class_counts, class_weights, fingerprint
-        Recorded in the root attributes; ``params`` and ``fingerprint`` are checked on resume.
+    params : MapParams
+        What the maps are made with (their dtype, the class weights, ...); recorded, and
+        compared on resume.
+    class_counts, fingerprint
+        Recorded in the root attributes; ``fingerprint`` is checked on resume.
     samples_per_shard : int, optional
         Samples per shard (the unit of writing). Default: about 16 MiB uncompressed per shard,
         between 1 and 1024 and at most the group size.
@@ -217,10 +226,11 @@ def create_store(
     Examples
     --------
     >>> import numpy as np, tempfile, os
+    >>> from weightmaps.params import MapParams
     >>> out = os.path.join(tempfile.mkdtemp(), "w.zarr")
-    >>> w = create_store(out, ids=["a", "b"], shapes=[(4, 4), (4, 4)], dtype="float32",
-    ...                  params={"sigma": 3.0}, class_counts={0: 20, 1: 12},
-    ...                  class_weights={0: 0.8, 1: 1.33}, fingerprint="f")
+    >>> params = MapParams(sigma=3.0, class_weights={0: 0.8, 1: 1.33})
+    >>> w = create_store(out, ids=["a", "b"], shapes=[(4, 4), (4, 4)], params=params,
+    ...                  class_counts={0: 20, 1: 12}, fingerprint="f")
     >>> [task] = w.pending()
     >>> w.write_shard(task, np.ones((2, 4, 4), np.float32), ["d0", "d1"])
     >>> w.finalize({"seconds": 0.1})
@@ -228,7 +238,7 @@ def create_store(
     16.0
     """
     path = Path(path)
-    dtype = _check_dtype(dtype)
+    dtype = _check_dtype(params.dtype)
     ids = [str(i) for i in ids]
     if len(ids) != len(shapes):
         raise WeightmapsError(f"got {len(ids)} ids but {len(shapes)} shapes")
@@ -241,7 +251,7 @@ def create_store(
         compression = None
     if compression not in ("zstd", None):
         raise WeightmapsError(f"compression: {compression!r} is not supported, use 'zstd' or None")
-    groups = _plan(shapes, dtype, samples_per_shard)
+    groups = shard_plan(shapes, dtype, samples_per_shard)
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise StoreExistsError(
@@ -251,10 +261,10 @@ def create_store(
 
     meta = {
         "format_version": FORMAT_VERSION,
-        "version": _package_version(),
-        "params": _json_roundtrip(dict(params), "params"),
+        "version": __version__,
+        "params": _json_roundtrip(params.to_json(), "params"),
         "class_counts": {str(int(k)): int(v) for k, v in class_counts.items()},
-        "class_weights": {str(int(k)): float(v) for k, v in class_weights.items()},
+        "class_weights": {str(k): v for k, v in params.class_weights.items()},
         "dtype": dtype,
         "ids": ids,
         "groups": [
@@ -288,20 +298,9 @@ def create_store(
 
 
 def _differences(
-    meta: dict[str, Any],
-    *,
-    ids: list[str],
-    shapes: list[tuple[int, ...]],
-    dtype: str,
-    params: dict[str, Any],
-    fingerprint: str,
+    meta: dict[str, Any], *, ids: list[str], shapes: list[tuple[int, ...]], params: MapParams, fingerprint: str
 ) -> list[str]:
-    diffs = []
-    stored = meta.get("params", {})
-    for key in sorted(set(stored) | set(params)):
-        old, new = stored.get(key, "<unset>"), params.get(key, "<unset>")
-        if old != new:
-            diffs.append(f"{key}: store has {old!r}, this run asks {new!r}")
+    diffs = MapParams.from_json(meta.get("params", {})).differences(params)
     old_ids = meta.get("ids", [])
     if old_ids != ids:
         if len(old_ids) != len(ids):
@@ -319,8 +318,6 @@ def _differences(
                 f"shapes: sample {ids[bad]!r} is {old_shapes.get(bad)} in the store, "
                 f"{shapes[bad]} in this run"
             )
-    if meta.get("dtype") != dtype:
-        diffs.append(f"dtype: store has {meta.get('dtype')}, this run asks {dtype}")
     if meta.get("fingerprint") != fingerprint:
         diffs.append(
             f"input fingerprint: store has {meta.get('fingerprint')!r}, this run {fingerprint!r} "
@@ -334,8 +331,7 @@ def resume_store(
     *,
     ids: Sequence[str],
     shapes: Sequence[Sequence[int]],
-    dtype: str,
-    params: Mapping[str, Any],
+    params: MapParams,
     fingerprint: str,
 ) -> StoreWriter:
     """Reopen a partly written store to finish it; refuses if this run differs from the store's.
@@ -345,8 +341,8 @@ def resume_store(
 
     Examples
     --------
-    >>> w = resume_store(out, ids=ids, shapes=shapes, dtype="float32",   # doctest: +SKIP
-    ...                  params=params, fingerprint=source.fingerprint())
+    >>> w = resume_store(out, ids=ids, shapes=shapes, params=params,     # doctest: +SKIP
+    ...                  fingerprint=source.fingerprint())
     >>> for task in w.pending(): ...                                      # doctest: +SKIP
     """
     path = Path(path)
@@ -360,12 +356,12 @@ def resume_store(
             f"{path} has store format {meta.get('format_version')}, "
             f"this weightmaps writes format {FORMAT_VERSION}"
         )
+    _check_dtype(params.dtype)
     diffs = _differences(
         meta,
         ids=[str(i) for i in ids],
         shapes=[tuple(int(n) for n in s) for s in shapes],
-        dtype=_check_dtype(dtype),
-        params=_json_roundtrip(dict(params), "params"),
+        params=params,
         fingerprint=str(fingerprint),
     )
     if diffs:
@@ -396,9 +392,9 @@ class _StoreInfo:
         return dtype
 
     @property
-    def params(self) -> dict[str, Any]:
-        """The computation parameters the store was made with (as JSON gave them back)."""
-        return dict(self._meta["params"])
+    def params(self) -> MapParams:
+        """What the maps were made with (σ, class weights, spacing, ...)."""
+        return MapParams.from_json(self._meta["params"])
 
     @property
     def fingerprint(self) -> str:
@@ -426,6 +422,12 @@ class _StoreInfo:
         report = self._meta["report"]
         return None if report is None else dict(report)
 
+    @property
+    def skipped_ids(self) -> list[str]:
+        """Ids of the inputs the run skipped as bad (``skip_bad``): they have no map here."""
+        bad = (self.report or {}).get("bad") or []
+        return [str(b["id"]) for b in bad if isinstance(b, Mapping) and "id" in b]
+
 
 class StoreWriter(_StoreInfo):
     """Writes a store shard by shard. Picklable (its path); zarr is opened lazily per process.
@@ -438,7 +440,7 @@ class StoreWriter(_StoreInfo):
         self.path = Path(path)
         self._meta = meta
         self._groups = [
-            _Group(tuple(g["shape"]), tuple(g["positions"]), int(g["samples_per_shard"]))
+            ShapeGroup(tuple(g["shape"]), tuple(g["positions"]), int(g["samples_per_shard"]))
             for g in meta["groups"]
         ]
         self._arrays: dict[int, zarr.Array[Any]] = {}
@@ -451,16 +453,13 @@ class StoreWriter(_StoreInfo):
         n_ids, n_shards = len(self._meta["ids"]), len(self.tasks())
         return f"StoreWriter({str(self.path)!r}, {n_ids} samples, {n_shards} shards)"
 
-    def _marker(self, group: int, shard: int) -> Path:
-        return self.path / "maps" / str(group) / "_markers" / f"{shard}.json"
-
     def tasks(self) -> list[ShardTask]:
         """All shards, group by group."""
         return [g.task(k, j) for k, g in enumerate(self._groups) for j in range(g.n_shards)]
 
     def pending(self) -> list[ShardTask]:
         """Shards without a marker: not yet written, or interrupted while being written."""
-        return [t for t in self.tasks() if not self._marker(t.group, t.shard).is_file()]
+        return [t for t in self.tasks() if not marker_path(self.path, t.group, t.shard).is_file()]
 
     def write_shard(self, task: ShardTask, maps: np.ndarray, digests: Sequence[str]) -> None:
         """Write one whole shard, then its marker. Call at most once at a time per shard.
@@ -508,7 +507,7 @@ class StoreWriter(_StoreInfo):
             "ids": [ids[i] for i in task.sample_indices],
             "digests": [str(d) for d in digests],
         }
-        _atomic_write_json(self._marker(task.group, task.shard), marker)
+        _atomic_write_json(marker_path(self.path, task.group, task.shard), marker)
 
     def finalize(self, report: Mapping[str, Any]) -> None:
         """Record digests and ``report``, mark the store complete and consolidate its metadata.
@@ -523,7 +522,7 @@ class StoreWriter(_StoreInfo):
             raise WeightmapsError(f"cannot finalize {self.path}: shards {shown} are not written")
         digests: dict[str, str] = {}
         for t in self.tasks():
-            with open(self._marker(t.group, t.shard), encoding="utf-8") as f:
+            with open(marker_path(self.path, t.group, t.shard), encoding="utf-8") as f:
                 marker = json.load(f)
             digests.update(zip(marker["ids"], marker["digests"], strict=True))
         meta = {
@@ -538,6 +537,11 @@ class StoreWriter(_StoreInfo):
         with warnings.catch_warnings():  # we write consolidated metadata on purpose
             warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
             zarr.consolidate_metadata(self.path)
+
+
+def marker_path(store: Path, group: int, shard: int) -> Path:
+    """Where the marker of shard ``shard`` of shape group ``group`` lives: its proof of completion."""
+    return Path(store) / "maps" / str(group) / "_markers" / f"{shard}.json"
 
 
 def _fsync(path: Path) -> None:
@@ -596,7 +600,6 @@ class WeightStore(_StoreInfo):
                 f"this weightmaps reads format {FORMAT_VERSION}"
             )
         self._meta = meta
-        self._writer = StoreWriter(self.path, meta)  # the plan: where each sample lives
         self._where = {
             p: (k, row)
             for k, g in enumerate(meta["groups"])
@@ -651,7 +654,7 @@ class WeightStore(_StoreInfo):
         group, row = self._where[pos]
         s = self._meta["groups"][group]["samples_per_shard"]
         try:
-            with open(self._writer._marker(group, row // s), encoding="utf-8") as f:
+            with open(marker_path(self.path, group, row // s), encoding="utf-8") as f:
                 return str(json.load(f)["digests"][row % s])
         except FileNotFoundError:
             return None

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from weightmaps.errors import WeightmapsError
+from weightmaps.params import MapParams
 
 __all__ = [
     "PixelWeights",
@@ -121,15 +122,13 @@ class WeightMapDataset(torch.utils.data.Dataset):
                 "still running); finish it with compute(..., resume=True) before training"
             )
         if label_map is None:  # the label map the store was computed with, if any
-            stored = store.params.get("label_map")
-            label_map = {int(k): int(v) for k, v in stored.items()} if stored else None
+            label_map = store.params.label_map
         self._masks = open_source(masks, label_map=dict(label_map) if label_map else None)
         self._images = open_image_source(images)
 
         store_ids = list(store.ids)
         # samples the compute run skipped as bad (skip_bad=True) are not expected in the store
-        report = store.report if isinstance(store.report, Mapping) else {}
-        skipped = {b["id"] for b in report.get("bad") or () if isinstance(b, Mapping) and "id" in b}
+        skipped = set(store.skipped_ids)
         mask_ids = [i for i in self._masks.ids if i not in skipped]
         image_ids = [i for i in self._images.ids if i not in skipped]
         _same_ids("weight store " + self._weights_path, store_ids,
@@ -168,7 +167,7 @@ class WeightMapDataset(torch.utils.data.Dataset):
         sid = self.ids[index]
         mask = np.asarray(self._masks.read(self._mask_index[index]))
         if self.check:
-            from weightmaps.sources import mask_digest
+            from weightmaps.readers import mask_digest
 
             expected = self._weight_store().digest(sid)
             got = mask_digest(mask)
@@ -520,13 +519,22 @@ class PixelWeights:
     ) -> None:
         if not dtype.is_floating_point:
             raise WeightmapsError(f"dtype must be a floating point torch dtype, got {dtype}")
-        self.validate = bool(validate)
-        self.sigma = float(sigma)
-        self.class_weights = {int(k): float(v) for k, v in class_weights.items()}
-        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
-        self.ignore_index = ignore_index
-        self.connectivity = connectivity
+        self.params = MapParams(
+            sigma=sigma, class_weights=dict(class_weights), spacing=None if spacing is None else tuple(spacing),
+            ignore_index=ignore_index,
+            connectivity=connectivity, dtype=_ENGINE_DTYPES.get(dtype, "float32"),
+        )
         self.dtype = dtype
+        self.validate = bool(validate)
+
+    @classmethod
+    def from_params(cls, params: MapParams, *, dtype: torch.dtype | None = None, validate: bool = True
+                    ) -> PixelWeights:
+        """The weights of ``params`` (e.g. a store's ``params``), in ``dtype`` (default: theirs)."""
+        if dtype is None:
+            dtype = torch.float16 if params.dtype == "float16" else torch.float32
+        return cls(params.sigma, params.class_weights, spacing=params.spacing, ignore_index=params.ignore_index,
+                   connectivity=params.connectivity, dtype=dtype, validate=validate)
 
     @classmethod
     def from_store(cls, path: str | os.PathLike[str], *, dtype: torch.dtype | None = None
@@ -534,38 +542,18 @@ class PixelWeights:
         """The parameters and class weights a store was computed with."""
         from weightmaps.store import open_store
 
-        store = open_store(path)
-        p = dict(store.params)
-        if dtype is None:
-            dtype = torch.float16 if store.dtype == np.float16 else torch.float32
-        spacing = p.get("spacing")
-        return cls(
-            p["sigma"],
-            store.class_weights,
-            spacing=None if spacing is None else tuple(spacing),
-            ignore_index=p.get("ignore_index"),
-            connectivity=int(p.get("connectivity", 1)),
-            dtype=dtype,
-        )
+        return cls.from_params(open_store(path).params, dtype=dtype)
 
     def __repr__(self) -> str:
+        p = self.params
         return (
-            f"PixelWeights(sigma={self.sigma}, class_weights={self.class_weights}, "
-            f"spacing={self.spacing}, ignore_index={self.ignore_index}, "
-            f"connectivity={self.connectivity}, dtype={self.dtype}, validate={self.validate})"
+            f"PixelWeights(sigma={p.sigma}, class_weights={p.class_weights}, spacing={p.spacing}, "
+            f"ignore_index={p.ignore_index}, connectivity={p.connectivity}, dtype={self.dtype}, "
+            f"validate={self.validate})"
         )
 
     def _kwargs(self) -> dict[str, Any]:
-        return dict(
-            sigma=self.sigma,
-            class_weights=self.class_weights,
-            spacing=self.spacing,
-            ignore_index=self.ignore_index,
-            connectivity=self.connectivity,
-            dtype=_ENGINE_DTYPES.get(self.dtype, "float32"),
-            batch=True,
-            validate=self.validate,
-        )
+        return {**self.params.engine_kwargs(), "batch": True, "validate": self.validate}
 
     def __call__(self, labels: torch.Tensor) -> torch.Tensor:
         if not isinstance(labels, torch.Tensor):
@@ -577,7 +565,7 @@ class PixelWeights:
             )
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise WeightmapsError(f"labels must be an integer tensor, got {labels.dtype}")
-        from weightmaps import weight_map
+        from weightmaps.engine import weight_map
 
         labels = labels.detach()
         if labels.device.type == "cuda":

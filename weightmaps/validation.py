@@ -75,9 +75,9 @@ def check_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[f
     """Per-axis pixel spacing in array-axis order; a scalar applies to every axis."""
     if spacing is None:
         return (1.0,) * ndim
-    values = (spacing,) * ndim if np.isscalar(spacing) else tuple(spacing)
+    values: tuple[Any, ...] = (spacing,) * ndim if np.isscalar(spacing) else tuple(spacing)  # type: ignore[arg-type]
     if len(values) != ndim:
-        raise WeightmapsError(f"spacing must have one value per axis ({ndim}), got {len(values)}: {tuple(spacing)}")
+        raise WeightmapsError(f"spacing must have one value per axis ({ndim}), got {len(values)}: {values}")
     try:
         floats = tuple(float(v) for v in values)
     except (TypeError, ValueError):

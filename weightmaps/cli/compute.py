@@ -3,63 +3,24 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
 
 from weightmaps.cli.options import (
+    ProgressBars,
     class_weights_opt,
     connectivity_opt,
     device_opt,
     echo_json,
+    human_bytes,
     ignore_index_opt,
+    json_opt,
     label_map_opt,
     sigma_opt,
     spacing_opt,
     verbosity_opts,
 )
-
-
-class ProgressBars:
-    """The library's ``progress(stage, done, total)`` callback drawn as one tqdm bar per stage."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-        self.stage: str | None = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if stage != self.stage:
-            from tqdm import tqdm
-
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, initial=done, desc=stage, unit="mask", file=sys.stderr,
-                            dynamic_ncols=True, smoothing=0.1)
-            return
-        self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def __enter__(self) -> ProgressBars:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError  # pragma: no cover
 
 
 @click.command("compute")
@@ -94,7 +55,7 @@ def _human_bytes(n: float) -> str:
               help="Run on an existing Dask cluster, e.g. tcp://10.0.0.1:8786 (inputs and STORE must be "
               "on a filesystem every worker sees, by the same paths).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result (or the plan) as JSON.")
+@json_opt
 @verbosity_opts
 def compute_cmd(inputs: str, out: str, resume: bool, overwrite: bool, progress: bool, as_json: bool,
                 dask_workers: int | None, scheduler: str | None, **options: Any) -> None:
@@ -136,7 +97,7 @@ def compute_cmd(inputs: str, out: str, resume: bool, overwrite: bool, progress: 
                    + (" (it exists)" if plan["exists"] else ""))
         for g in plan["groups"]:
             click.echo(f"  shape {tuple(g['shape'])}: {g['n_samples']} maps in {g['n_shards']} shard(s) "
-                       f"of {g['samples_per_shard']}, {_human_bytes(g['bytes'])} uncompressed")
+                       f"of {g['samples_per_shard']}, {human_bytes(g['bytes'])} uncompressed")
         click.echo(f"  class weights: {json.dumps(plan['class_weights'])}")
         if plan["spacing"] is not None:
             click.echo(f"  spacing: {tuple(plan['spacing'])}")

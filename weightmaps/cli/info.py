@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import click
 
-from weightmaps.cli.compute import _human_bytes
-from weightmaps.cli.options import echo_json, verbosity_opts
+from weightmaps.cli.options import echo_json, human_bytes, json_opt, verbosity_opts
 
 
 @click.command("info")
 @click.argument("store", metavar="STORE")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_opt
 @verbosity_opts
 def info_cmd(store: str, as_json: bool) -> None:
     """Parameters, samples, completeness, dtype, size on disk and class weights of STORE."""
@@ -33,7 +33,7 @@ def info_cmd(store: str, as_json: bool) -> None:
         "dtype": str(ws.dtype),
         "shapes": [{"shape": list(s), "n_samples": k} for s, k in shapes.items()],
         "bytes_on_disk": ws.nbytes_on_disk(),
-        "params": ws.params,
+        "params": ws.params.to_json(),
         "class_counts": {str(k): v for k, v in ws.class_counts.items()},
         "class_weights": {str(k): v for k, v in ws.class_weights.items()},
         "report": ws.report,
@@ -43,15 +43,14 @@ def info_cmd(store: str, as_json: bool) -> None:
         return
     state = "complete" if ws.complete else f"INCOMPLETE: {written} of {n} maps written (finish it with --resume)"
     click.echo(f"{ws.path}: {n} weight maps, {state}")
-    click.echo(f"  dtype {info['dtype']}, {_human_bytes(info['bytes_on_disk'])} on disk")
+    click.echo(f"  dtype {info['dtype']}, {human_bytes(info['bytes_on_disk'])} on disk")
     for s in info["shapes"]:
         click.echo(f"  shape {tuple(s['shape'])}: {s['n_samples']} maps")
-    params = dict(ws.params)
-    cw = params.pop("class_weights", None)
-    for key, value in params.items():
-        click.echo(f"  {key}: {value}")
-    if isinstance(cw, dict):
-        click.echo(f"  class weights: {_weights_origin(cw)}")
+    params = ws.params
+    for f in dataclasses.fields(params):
+        if f.name not in ("class_weights", "class_weights_origin"):  # the table below says them
+            click.echo(f"  {f.name}: {getattr(params, f.name)}")
+    click.echo(f"  class weights: {_weights_origin(params.class_weights_origin)}")
     width = max(len("pixels"), *(len(str(c)) for c in ws.class_counts.values()))
     click.echo(f"  {'class':>5}  {'pixels':>{width}}  {'weight':>10}")
     for label, weight in ws.class_weights.items():

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
+from weightmaps.backend import DEVICES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,9 +66,11 @@ class_weights_opt = click.option(
     "or a JSON file {label: weight}.",
 )
 device_opt = click.option(
-    "--device", type=click.Choice(["auto", "cuda", "cpu", "scipy"]), default="auto", show_default=True,
+    "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
     help="auto takes the GPU when CuPy and cuCIM find one; scipy is the slow reference.",
 )
+
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
 def echo_json(value: Any) -> None:
@@ -112,3 +117,45 @@ def verbosity_opts(f: F) -> F:
     f = click.option("-v", "--verbose", count=True, expose_value=False, callback=_adjust_verbosity,
                      help="More logging on stderr (-vv: debug).")(f)
     return f
+
+
+class ProgressBars:
+    """The library's ``progress(stage, done, total)`` callback drawn as one tqdm bar per stage."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        self.stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            from tqdm import tqdm
+
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, initial=done, desc=stage, unit="mask", file=sys.stderr,
+                            dynamic_ncols=True, smoothing=0.1)
+            return
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> ProgressBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def human_bytes(n: float) -> str:
+    """A byte count for people: 1.5 MiB."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover

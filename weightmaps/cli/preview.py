@@ -76,8 +76,8 @@ def preview_cmd(mask: str, image: str | None, sigma: float, out: str, class_weig
     import numpy as np
 
     from weightmaps import count_labels, distance_to_edges, uncertainty, weight_map
-    from weightmaps.stats import resolve_class_weights
-    from weightmaps.sources import read_image, read_mask
+    from weightmaps.classweights import resolve_class_weights
+    from weightmaps.readers import read_image, read_mask
 
     labels = read_mask(mask, label_map=label_map)
     weights, _ = resolve_class_weights(class_weights, count_labels(labels, ignore_index=ignore_index),

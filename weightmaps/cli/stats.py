@@ -6,8 +6,7 @@ from typing import Any
 
 import click
 
-from weightmaps.cli.compute import ProgressBars
-from weightmaps.cli.options import echo_json, ignore_index_opt, label_map_opt, verbosity_opts
+from weightmaps.cli.options import ProgressBars, echo_json, ignore_index_opt, json_opt, label_map_opt, verbosity_opts
 
 
 @click.command("stats")
@@ -17,7 +16,7 @@ from weightmaps.cli.options import echo_json, ignore_index_opt, label_map_opt, v
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Labels must be < N (the ignore label excepted).")
 @click.option("--skip-bad", is_flag=True, help="Leave bad inputs out (listed on stderr) instead of failing.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_opt
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @verbosity_opts
 def stats_cmd(inputs: str, ignore_index: int | None, label_map: dict[int, int] | None, num_classes: int | None,

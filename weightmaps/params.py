@@ -1,0 +1,167 @@
+"""What a weight map is made with: one frozen value, written into every store and read back.
+
+The pipeline builds a :class:`MapParams` once; the shards compute with it, the store records its
+JSON and compares it on resume, and the Dataset, :class:`~weightmaps.torch.PixelWeights` and
+``weightmaps info`` read it back from the store. New map kinds add their own fields here.
+
+The JSON form is the one stores have always held (``params`` in the root attributes), so stores
+written before this value existed read and resume as before; fields they lack take their defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from weightmaps.errors import WeightmapsError
+
+__all__ = ["MAP_KINDS", "MapParams"]
+
+# The kinds of map a store can hold. "bressan": w = φ_c · δ (Bressan et al. 2021).
+MAP_KINDS = ("bressan",)
+
+
+@dataclass(frozen=True)
+class MapParams:
+    """Everything besides the masks that determines a store's maps.
+
+    Attributes
+    ----------
+    sigma : float
+        Width of the edge uncertainty, in spacing units.
+    class_weights : dict[int, float]
+        φ per label.
+    class_weights_origin : dict
+        Where φ came from, as recorded: ``{"source": "scheme", "scheme": ..., "scheme_params":
+        ...}``, ``{"source": "file", "path": ...}``, ``{"source": "store", "path": ...}`` or
+        ``{"source": "explicit"}``.
+    spacing : tuple of float or None
+        Pixel spacing per array axis; None for unit spacing (``(1, 1)`` is stored as None:
+        the maps are the same).
+    connectivity, ignore_index, dtype
+        As for :func:`weightmaps.weight_map`.
+    label_map : dict[int, int] or None
+        Labels replaced when decoding.
+    num_classes : int or None
+        The label range the inputs were checked against.
+    skip_bad : bool
+        Whether bad inputs were skipped (and listed in the store's report).
+    kind : str
+        The map kind, one of :data:`MAP_KINDS`.
+
+    Examples
+    --------
+    >>> p = MapParams(sigma=3.0, class_weights={0: 0.6, 1: 2.5}, spacing=(1.0, 1.0))
+    >>> p.spacing is None, MapParams.from_json(p.to_json()) == p
+    (True, True)
+    """
+
+    sigma: float
+    class_weights: dict[int, float]
+    class_weights_origin: dict[str, Any] = field(default_factory=lambda: {"source": "explicit"})
+    spacing: tuple[float, ...] | None = None
+    connectivity: int = 1
+    ignore_index: int | None = None
+    dtype: str = "float32"
+    label_map: dict[int, int] | None = None
+    num_classes: int | None = None
+    skip_bad: bool = False
+    kind: str = "bressan"
+
+    def __post_init__(self) -> None:
+        # Normalised once, here, so that equal settings compare equal (a resume after
+        # `--spacing 1,1` matches one without) and the JSON form is canonical.
+        set_ = object.__setattr__
+        if self.kind not in MAP_KINDS:
+            raise WeightmapsError(f"map kind {self.kind!r} is not one of {MAP_KINDS}")
+        set_(self, "sigma", float(self.sigma))
+        set_(self, "class_weights", {int(k): float(v) for k, v in sorted(self.class_weights.items(), key=_label)})
+        set_(self, "class_weights_origin", dict(self.class_weights_origin))
+        if self.spacing is not None:
+            spacing = tuple(float(s) for s in self.spacing)
+            set_(self, "spacing", None if all(s == 1.0 for s in spacing) else spacing)
+        set_(self, "connectivity", int(self.connectivity))
+        if self.ignore_index is not None:
+            set_(self, "ignore_index", int(self.ignore_index))
+        set_(self, "dtype", str(self.dtype))
+        if self.label_map is not None:
+            set_(self, "label_map", {int(k): int(v) for k, v in sorted(self.label_map.items(), key=_label)} or None)
+        if self.num_classes is not None:
+            set_(self, "num_classes", int(self.num_classes))
+        set_(self, "skip_bad", bool(self.skip_bad))
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`weightmaps.weight_map` these parameters fix."""
+        return {
+            "sigma": self.sigma,
+            "class_weights": self.class_weights,
+            "spacing": self.spacing,
+            "ignore_index": self.ignore_index,
+            "connectivity": self.connectivity,
+            "dtype": self.dtype,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON-ready form a store records (the format stores have always used)."""
+        record: dict[str, Any] = {
+            "sigma": self.sigma,
+            "spacing": list(self.spacing) if self.spacing is not None else None,
+            "connectivity": self.connectivity,
+            "ignore_index": self.ignore_index,
+            "dtype": self.dtype,
+            "class_weights": {
+                **self.class_weights_origin,
+                "values": {str(k): v for k, v in self.class_weights.items()},
+            },
+            "label_map": {str(k): v for k, v in self.label_map.items()} if self.label_map else None,
+            "num_classes": self.num_classes,
+            "skip_bad": self.skip_bad,
+        }
+        if self.kind != "bressan":  # stores of the first kind never recorded it
+            record["kind"] = self.kind
+        return record
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any]) -> MapParams:
+        """Read back what :meth:`to_json` wrote, including stores written before this class."""
+        try:
+            weights = dict(record.get("class_weights") or {})
+            values = weights.pop("values", {})
+            spacing = record.get("spacing")
+            return cls(
+                sigma=record["sigma"],
+                class_weights={int(k): float(v) for k, v in values.items()},
+                class_weights_origin=weights or {"source": "explicit"},
+                spacing=tuple(spacing) if spacing is not None else None,
+                connectivity=record.get("connectivity", 1),
+                ignore_index=record.get("ignore_index"),
+                dtype=record.get("dtype", "float32"),
+                label_map=record.get("label_map"),
+                num_classes=record.get("num_classes"),
+                skip_bad=record.get("skip_bad", False),
+                kind=record.get("kind", "bressan"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WeightmapsError(f"store parameters are not readable ({type(exc).__name__}: {exc}): {dict(record)}") from None
+
+    def differences(self, other: MapParams) -> list[str]:
+        """What differs from ``other``, one line a field (``field: store has X, this run asks Y``)."""
+        lines = []
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if not _same(mine, theirs):
+                lines.append(f"{f.name}: store has {mine!r}, this run asks {theirs!r}")
+        return lines
+
+
+def _label(item: tuple[Any, Any]) -> int:
+    return int(item[0])
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Floats that went through JSON compare equal to themselves; NaN never appears (checked).
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return bool(a == b)
