@@ -272,3 +272,17 @@ def test_console_script_subprocess(data: Path, tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert str(out) in proc.stderr
+
+
+def test_a_label_mapped_twice_is_a_usage_error(data: Path, tmp_path: Path) -> None:
+    code, _, err = run("compute", data / "masks", "--out", tmp_path / "w.zarr", "--sigma", "2", "--label-map", "1:2,1:3")
+    assert code == 2 and "label 1 is mapped twice (1:2 and 1:3)" in err
+    assert not (tmp_path / "w.zarr").exists()
+
+
+def test_max_weight_is_recorded(data: Path, tmp_path: Path) -> None:
+    code, _, err = run("compute", data / "masks", "--out", tmp_path / "w.zarr", "--sigma", "2", "--device", "cpu",
+                       "--max-weight", "0.75", "--no-progress")
+    assert code == 0, err
+    ws = open_store(tmp_path / "w.zarr")
+    assert ws.params.max_weight == 0.75 and max(ws.class_weights.values()) == 0.75

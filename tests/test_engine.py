@@ -335,3 +335,76 @@ def test_label_range_reads_both_ends() -> None:
     assert label_range(np.array([[3, -2], [7, 0]], dtype=np.int16)) == (-2, 7)
     assert label_range(np.array([4, 9], dtype=np.uint8)) == (0, 9)
     assert label_range(np.array([True, False])) == (0, 1)
+
+
+# --- extreme σ and spacing: never NaN, never a silent overflow ----------------------------------
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tiny_sigma_gives_zero_on_edges_and_full_weight_elsewhere(device: str) -> None:
+    labels = blobs((30, 40), seed=2)
+    weights = {0: 0.5, 1: 2.0, 2: 4.0}
+    for sigma in (3e-20, 1e-162, 5e-324):
+        got = wm.weight_map(labels, sigma=sigma, class_weights=weights, device=device)
+        edges = wm.edge_mask(labels)
+        assert np.isfinite(got).all()
+        assert (got[edges] == 0).all()
+        np.testing.assert_array_equal(got[~edges], np.vectorize(weights.get)(labels[~edges]).astype(np.float32))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@given(scale_exponent=st.integers(-300, 300))
+def test_spacing_and_sigma_in_any_units_give_the_same_maps(device: str, scale_exponent: int) -> None:
+    """Nanometres or light years: (spacing, σ) and (c·spacing, c·σ) are the same map, never NaN."""
+    labels = blobs((24, 20), seed=4)
+    weights = {0: 0.5, 1: 2.0, 2: 4.0}
+    c = 10.0**scale_exponent
+    base = wm.weight_map(labels, sigma=2.0, spacing=(1.0, 0.5), class_weights=weights, device=device)
+    scaled = wm.weight_map(labels, sigma=2.0 * c, spacing=(c, 0.5 * c), class_weights=weights, device=device)
+    np.testing.assert_allclose(scaled, base, rtol=1e-5, atol=1e-7)
+    delta = wm.uncertainty(labels, sigma=2.0 * c, spacing=(c, 0.5 * c), device=device)
+    np.testing.assert_allclose(delta, wm.uncertainty(labels, sigma=2.0, spacing=(1.0, 0.5), device=device),
+                               rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_distances_in_huge_or_tiny_units_overflow_to_inf_never_nan(device: str) -> None:
+    labels = np.zeros((3, 40), np.uint8)
+    labels[:, 0] = 1
+    for spacing, expected_far in ((1e30, 38 * 1e30), (1e37, np.inf), (1e-30, 38 * 1e-30), (1e-300, 0.0)):
+        d = wm.distance_to_edges(labels, spacing=spacing, device=device)
+        assert not np.isnan(d).any() and (d[:, :2] == 0).all()
+        np.testing.assert_allclose(d[0, -1], np.float32(expected_far), rtol=1e-6)
+
+
+def test_a_huge_sigma_gives_the_tiny_weights_it_should() -> None:
+    labels = np.zeros((1, 50), np.uint8)
+    labels[0, 25:] = 1
+    got = wm.weight_map(labels, sigma=1e9, class_weights={0: 1.0, 1: 1.0}, device="cpu")
+    d = np.abs(np.arange(50) - 24.5) - 0.5
+    np.testing.assert_allclose(got[0], d**2 / 2e18, rtol=1e-5)
+
+
+def test_spacing_values_a_million_fold_apart_are_refused() -> None:
+    with pytest.raises(wm.WeightmapsError, match="differ by more than a factor"):
+        wm.distance_to_edges(np.eye(4, dtype=np.uint8), spacing=(1.0, 1e-7))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("big", "dtype"), [(2_000_000_000, np.int64), (2**64 - 1, np.uint64), (70_000, np.int32)])
+def test_sparse_huge_labels_use_a_compact_table(device: str, big: int, dtype: type) -> None:
+    """A label of 2e9 (or the uint64 maximum) costs a table of its labels, not of 2e9 entries."""
+    from weightmaps.engine import class_weight_table
+
+    small = blobs((32, 32), seed=6)  # labels 0..2
+    labels = small.astype(dtype)
+    labels[small == 2] = big
+    weights = {0: 0.5, 1: 2.0, big: 4.0}
+    assert class_weight_table(weights, None).keys is not None
+    got = wm.weight_map(labels, sigma=2.0, class_weights=weights, device=device)
+    want = wm.weight_map(small, sigma=2.0, class_weights={0: 0.5, 1: 2.0, 2: 4.0}, device=device)
+    np.testing.assert_array_equal(got, want)
+    ignored = wm.weight_map(labels, sigma=2.0, class_weights={0: 0.5, 1: 2.0}, ignore_index=big, device=device)
+    assert (ignored[labels == big] == 0).all()
+    with pytest.raises(wm.WeightmapsError, match=rf"label\(s\) \[{big}\] occur in the mask but have no class weight"):
+        wm.weight_map(labels, sigma=2.0, class_weights={0: 0.5, 1: 2.0, 5: 1.0}, device=device)

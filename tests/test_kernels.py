@@ -86,13 +86,14 @@ def test_host_uncertainty_limits(host_kernels) -> None:
 def test_host_weight_matches_the_numpy_path(host_kernels, labels, seed, sigma, ignore) -> None:
     """The .cuh weight equals the numpy backend's weight (the CPU path) on the same inputs."""
     from weightmaps.backend import _numpy_weights
-    from weightmaps.engine import _class_weight_table
+    from weightmaps.engine import class_weight_table
 
     rng = np.random.default_rng(seed)
     distance = rng.uniform(0, 30, labels.size).astype(np.float32)
     distance[rng.random(labels.size) < 0.1] = np.inf
     weights = {c: float(w) for c, w in enumerate(rng.uniform(0.1, 9.0, 6)) if c != ignore}
-    table, ignore_label = _class_weight_table(weights, None if ignore < 0 else ignore)
+    weight_table = class_weight_table(weights, None if ignore < 0 else ignore)
+    table, ignore_label = weight_table.values, weight_table.ignore
     got = host_weight(host_kernels, labels, distance, table, sigma, ignore_label)
     # The CPU backend takes d² (what the edt package returns); the kernel takes d and squares it.
     squared = np.square(distance.astype(np.float64)).astype(np.float32)

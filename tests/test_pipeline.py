@@ -435,3 +435,113 @@ def test_resume_refuses_changed_params_or_inputs(tmp_path: Path) -> None:
     # Device, workers and batch size are not parameters: resuming with others is fine.
     compute(root, out, sigma=SIGMA, device="scipy", workers=2, batch_size=1, resume=True, class_weights="balanced")
     assert open_store(out).complete
+
+
+# --- what a run refuses before any store exists -----------------------------------------------
+
+
+def _rare_class_dataset(tmp_path: Path) -> Path:
+    """Two 64 x 64 masks with one pixel of class 2: its balanced weight is about 2700."""
+    masks = np.zeros((2, 64, 64), np.uint8)
+    masks[:, :, 32:] = 1
+    masks[0, 5, 5] = 2
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for i, m in enumerate(masks):
+        np.save(folder / f"m{i}.npy", m)
+    return folder
+
+
+def test_a_weight_beyond_float16_is_refused_before_the_store_exists(tmp_path: Path) -> None:
+    folder = _rare_class_dataset(tmp_path)
+    masks = np.zeros((1, 512, 512), np.uint8)
+    masks[0, :, 256:] = 1
+    masks[0, 0, 0] = 2  # 1 pixel of 262144: balanced weight ≈ 87381 > 65504
+    np.save(folder / "m0.npy", masks[0])
+    with pytest.raises(WeightmapsError, match=r"class 2's weight 8[\d.]+ does not fit float16 \(largest 65504\).*max-weight"):
+        compute(folder, tmp_path / "w.zarr", sigma=2.0, dtype="float16", device="cpu", workers=1)
+    assert not (tmp_path / "w.zarr").exists()
+    result = compute(folder, tmp_path / "w.zarr", sigma=2.0, dtype="float16", device="cpu", workers=1, max_weight=1000.0)
+    store = open_store(result.store)
+    assert store.params.max_weight == 1000.0 and max(store.class_weights.values()) == 1000.0
+    assert all(np.isfinite(store[i]).all() for i in range(len(store)))
+
+
+def test_a_json_weight_beyond_float32_is_refused(tmp_path: Path) -> None:
+    folder = _rare_class_dataset(tmp_path)
+    weights = tmp_path / "w.json"
+    weights.write_text('{"0": 1, "1": 1e39, "2": 1}')
+    with pytest.raises(WeightmapsError, match=r"class 1's weight 1e\+39 does not fit float32"):
+        compute(folder, tmp_path / "w.zarr", sigma=2.0, class_weights=weights, device="cpu", workers=1)
+    assert not (tmp_path / "w.zarr").exists()
+
+
+def test_a_sigma_that_rounds_every_weight_to_zero_is_refused(tmp_path: Path) -> None:
+    folder = _rare_class_dataset(tmp_path)
+    with pytest.raises(WeightmapsError, match=r"sigma 1e\+30 is so large that every weight rounds to 0 in float32"):
+        compute(folder, tmp_path / "w.zarr", sigma=1e30, device="cpu", workers=1)
+    assert not (tmp_path / "w.zarr").exists()
+    # Large but not absurd: tiny weights, written as such.
+    compute(folder, tmp_path / "ok.zarr", sigma=1e9, device="cpu", workers=1)
+    assert np.nanmax(open_store(tmp_path / "ok.zarr")[0]) > 0
+
+
+def test_bad_class_weight_files_are_refused_naming_the_file(tmp_path: Path) -> None:
+    folder = _rare_class_dataset(tmp_path)
+    cases = {
+        '{"0": 1, "1": 2, "-2": 1}': "labels must be >= 0",
+        '{"0": 1, "1": 2, "2": 1, "1": 3}': "label '1' is given twice",
+        '{"0": 1, "1": 2, "01": 1, "2": 1}': "'1' and '01' are the same label 1",
+        '{"0": 1, "1": true, "2": 1}': "integer labels to numbers",
+        '{"0": 0, "1": 0, "2": 0}': "every class weight is 0",
+    }
+    for text, message in cases.items():
+        weights = tmp_path / "w.json"
+        weights.write_text(text)
+        with pytest.raises(WeightmapsError, match=message) as info:
+            compute(folder, tmp_path / "w.zarr", sigma=2.0, class_weights=weights, device="cpu", workers=1)
+        assert str(weights) in str(info.value)
+        assert not (tmp_path / "w.zarr").exists()
+
+
+def test_spacing_and_connectivity_are_checked_before_the_scan(tmp_path: Path) -> None:
+    folder = _rare_class_dataset(tmp_path)
+    calls = []
+    with pytest.raises(WeightmapsError, match="spacing must have one value per axis"):
+        compute(folder, tmp_path / "w.zarr", sigma=2.0, spacing=(1.0, 1.0, 1.0), device="cpu", workers=1,
+                progress=lambda *a: calls.append(a))
+    with pytest.raises(WeightmapsError, match="connectivity"):
+        compute(folder, tmp_path / "w.zarr", sigma=2.0, connectivity=3, device="cpu", workers=1,
+                progress=lambda *a: calls.append(a))
+    assert calls == []  # the scan never started
+    assert not (tmp_path / "w.zarr").exists()
+
+
+def test_label_options_that_cannot_work_are_refused_or_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    folder = _rare_class_dataset(tmp_path)
+    out = tmp_path / "w.zarr"
+    with pytest.raises(WeightmapsError, match="ignore_index must be >= 0"):
+        compute(folder, out, sigma=2.0, ignore_index=-1, device="cpu", workers=1)
+    with pytest.raises(WeightmapsError, match="maps the ignore label 255 to 1, so no pixel would be ignored"):
+        compute(folder, out, sigma=2.0, ignore_index=255, label_map={255: 1}, device="cpu", workers=1)
+    assert not out.exists()
+    with caplog.at_level(logging.WARNING, logger="weightmaps"):
+        compute(folder, out, sigma=2.0, ignore_index=7, device="cpu", workers=1)
+    assert "ignore_index 7 occurs in no mask" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="weightmaps"):
+        compute(folder, tmp_path / "w2.zarr", sigma=2.0, ignore_index=2, device="cpu", workers=1)
+    assert "occurs in no mask" not in caplog.text
+
+
+def test_a_huge_label_costs_a_compact_table_not_gigabytes(tmp_path: Path) -> None:
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask = np.zeros((32, 32), np.int64)
+    mask[8:20, 8:20] = 2_000_000_000
+    np.save(masks / "a.npy", mask)
+    result = compute(masks, tmp_path / "w.zarr", sigma=2.0, device="cpu", workers=1)
+    assert set(result.class_weights) == {0, 2_000_000_000}
+    assert np.isfinite(open_store(result.store)["a"]).all()

@@ -159,7 +159,7 @@ def _numpy_weights(
     Works in place in ``squared_distance`` (the engine's own temporary) and block by block:
     on small VMs the page faults of fresh map-sized temporaries cost more than the maths, and
     blocks keep each pass in cache. The ignore label gets weight 0 through the table (see
-    engine._class_weight_table), and the engine has checked every label indexes the table.
+    engine.class_weight_table), and the engine has checked every label indexes the table.
     """
     weights = squared_distance.reshape(-1)
     labels_flat = labels.reshape(-1)

@@ -239,17 +239,37 @@ def _checked_counts(counts: Mapping[Any, Any]) -> dict[int, float]:
 
 def _explicit_weights(mapping: Mapping[Any, Any]) -> dict[int, float]:
     weights: dict[int, float] = {}
+    spelled: dict[int, Any] = {}
     for label, weight in mapping.items():
+        if isinstance(label, bool) or isinstance(weight, bool):  # `true` is no label and no weight
+            raise WeightmapsError(f"class weights must map integer labels to numbers, got {label!r}: {weight!r}")
         try:
             label_int, weight_num = int(label), float(weight)
         except (TypeError, ValueError):
             raise WeightmapsError(f"class weights must map integer labels to numbers, got {label!r}: {weight!r}") from None
+        if label_int < 0:
+            raise WeightmapsError(f"class weights: labels must be >= 0, got {label!r}")
+        if label_int in weights:
+            raise WeightmapsError(f"class weights: {spelled[label_int]!r} and {label!r} are the same label {label_int}")
         if not math.isfinite(weight_num) or weight_num < 0:
             raise WeightmapsError(f"class weight of label {label_int} must be finite and >= 0, got {weight}")
         weights[label_int] = weight_num
+        spelled[label_int] = label
     if not weights:
         raise WeightmapsError("class weights are empty")
+    if not any(weights.values()):
+        raise WeightmapsError("every class weight is 0: every map would be 0")
     return dict(sorted(weights.items()))
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json.loads would keep the last silently)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise WeightmapsError(f"label {key!r} is given twice")
+        seen[key] = value
+    return seen
 
 
 def resolve_class_weights(
@@ -301,13 +321,12 @@ def resolve_class_weights(
                 f"class weights {str(spec)!r} are neither a scheme ({', '.join(SCHEMES)}) nor a JSON file"
             )
         try:
-            loaded = json.loads(path.read_text())
+            loaded = json.loads(path.read_text(), object_pairs_hook=_object_without_duplicates)
+            if not isinstance(loaded, dict):
+                raise WeightmapsError("class weights JSON must be an object {label: weight}")
+            weights = class_weights(counts, loaded)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise WeightmapsError(f"{path}: cannot read class weights JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise WeightmapsError(f"{path}: class weights JSON must be an object {{label: weight}}")
-        try:
-            weights = class_weights(counts, loaded)
         except WeightmapsError as exc:
             raise WeightmapsError(f"{path}: {exc}") from None
         record = {"source": "file", "path": str(path)}

@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,15 @@ from weightmaps.validation import (
     sample_ndim,
 )
 
-__all__ = ["StageTimer", "distance_to_edges", "edge_mask", "uncertainty", "weight_map"]
+__all__ = [
+    "StageTimer",
+    "WeightTable",
+    "class_weight_table",
+    "distance_to_edges",
+    "edge_mask",
+    "uncertainty",
+    "weight_map",
+]
 
 OUTPUT_DTYPES = ("float32", "float16")
 # timer(stage) -> a context manager around one step of weight_map (see its `timer`).
@@ -98,9 +107,9 @@ def distance_to_edges(
     array([[2., 1., 0., 0.]], dtype=float32)
     """
     backend, data, ndim, restore = _prepare(labels, device, batch)
-    spacing = check_spacing(spacing, ndim)
+    scaled, exponent = _power_of_two_scale(check_spacing(spacing, ndim))
     edges = _edges(data, check_connectivity(connectivity, ndim), batch)
-    return restore(_distance(backend, edges, spacing, batch))
+    return restore(_times_power_of_two(_distance(backend, edges, scaled, batch), exponent))
 
 
 def uncertainty(
@@ -125,11 +134,11 @@ def uncertainty(
     """
     sigma = check_sigma(sigma)
     backend, data, ndim, restore = _prepare(labels, device, batch)
-    spacing = check_spacing(spacing, ndim)
+    spacing, factor = _sigma_spacing(check_spacing(spacing, ndim), sigma)
     edges = _edges(data, check_connectivity(connectivity, ndim), batch)
     exponent = _distance(backend, edges, spacing, batch, squared=True)
     xp = backend.xp
-    exponent *= np.float32(-_inv_two_sigma_sq(sigma))
+    exponent *= -factor
     delta = xp.expm1(exponent, out=exponent)
     return restore(xp.negative(delta, out=delta))
 
@@ -184,17 +193,20 @@ def weight_map(
     """
     sigma = check_sigma(sigma)
     out_dtype = _output_dtype(dtype)
-    table, ignore_label = _class_weight_table(class_weights, ignore_index)
+    table = class_weight_table(class_weights, ignore_index)
     backend, data, ndim, restore = _prepare(labels, device, batch, check_values=False)
-    spacing = check_spacing(spacing, ndim)
+    spacing, factor = _sigma_spacing(check_spacing(spacing, ndim), sigma)
     connectivity = check_connectivity(connectivity, ndim)
     validate = validate or backend.xp is np  # the numpy lookup clips: it has no NaN guard
     if validate:
         low, high = label_range(data)  # one read of the device for both checks
         if low < 0:
             raise WeightmapsError(f"labels must be >= 0, found label {low}")
-        if high >= table.size:
+        if table.keys is None and high >= table.values.size:
             _raise_missing_labels(data, table, class_weights)
+    lookup = table.indices(data)
+    if validate and table.keys is not None and bool((lookup == len(table.keys)).any()):
+        _raise_missing_labels(data, table, class_weights)
     timed = timer or untimed
     with timed("edges"):
         edges = _edges(data, connectivity, batch)
@@ -202,11 +214,11 @@ def weight_map(
         distance = _distance(backend, edges, spacing, batch, squared=backend.weights_from_squared)
     with timed("weights"):
         weights = backend.apply_weights(
-            data, distance, backend.asarray(table), _inv_two_sigma_sq(sigma), ignore_label, out_dtype
+            lookup, distance, backend.asarray(table.values), factor, table.ignore, out_dtype
         )
     # Labels without a weight read NaN from the table (δ itself is never NaN); a table without
     # holes cannot produce one once the maximum label is known to be inside it.
-    if validate and np.isnan(table).any() and bool(backend.xp.isnan(weights).any()):
+    if validate and np.isnan(table.values).any() and bool(backend.xp.isnan(weights).any()):
         _raise_missing_labels(data, table, class_weights)
     return restore(weights)
 
@@ -321,8 +333,47 @@ def _stacked_distance(
     return distance
 
 
-def _inv_two_sigma_sq(sigma: float) -> float:
-    return 1.0 / (2.0 * sigma * sigma)
+# Farther than this many σ·√2 from every edge a pixel has δ = 1 exactly in float32 (d²/2σ² > 17.5
+# already rounds 1 - exp(-x) to 1), so a larger spacing can be clamped to it without changing one
+# weight; it keeps the transforms' arithmetic finite for σ down to the smallest double.
+_SATURATED = 2.0**20
+# The smallest positive normal float32: the factor from d² to d²/(2σ²) never rounds to 0, so that
+# an infinite distance (a sample without edges) still gives δ = 1, never 0·inf = NaN.
+_TINY32 = float(np.finfo(np.float32).tiny)
+
+
+def _power_of_two_scale(spacing: tuple[float, ...]) -> tuple[tuple[float, ...], int]:
+    """``spacing / 2**k`` with its largest value in [1, 2), and ``k``.
+
+    The transforms compute in float32: in these units their arithmetic stays far from overflow
+    and underflow whatever the user's units (nanometres, or 1e20 with σ 2e20), and scaling by a
+    power of two back and forth is exact.
+    """
+    k = math.frexp(max(spacing))[1] - 1
+    return tuple(math.ldexp(s, -k) for s in spacing), k
+
+
+def _times_power_of_two(distance: Any, k: int) -> Any:
+    """``distance · 2**k`` in float32 (inf where it overflows, as the true value would)."""
+    if k == 0:
+        return distance
+    with np.errstate(over="ignore"):  # overflowing to inf is the answer, not an accident
+        if -126 <= k <= 127:  # a normal float32: the product is exact, 0 stays 0 and inf stays inf
+            distance *= np.float32(math.ldexp(1.0, k))
+            return distance
+        return (distance.astype(np.float64) * math.ldexp(1.0, k)).astype(DISTANCE_DTYPE)
+
+
+def _sigma_spacing(spacing: tuple[float, ...], sigma: float) -> tuple[tuple[float, ...], float]:
+    """The spacing to run the transform with, and the factor taking its d² to d²/(2σ²).
+
+    Measured in units of σ·√2 (clamped at :data:`_SATURATED`, which changes no weight) and scaled
+    by a power of two into [1, 2): no σ or spacing the checks accept can make the maths produce
+    NaN (σ = 3e-20 once gave 0·inf on every edge pixel) or overflow.
+    """
+    units = tuple(min(s / (sigma * math.sqrt(2.0)), _SATURATED) for s in spacing)
+    scaled, k = _power_of_two_scale(units)
+    return scaled, max(math.ldexp(1.0, 2 * k), _TINY32)
 
 
 def _output_dtype(dtype: Any) -> np.dtype:
@@ -335,8 +386,54 @@ def _output_dtype(dtype: Any) -> np.dtype:
     return resolved
 
 
-def _class_weight_table(class_weights: Any, ignore_index: int | None) -> tuple[np.ndarray, int]:
-    """Lookup table indexed by label: φ for labels with a weight, NaN for the others, 0 for ignore."""
+# Labels up to this go through a dense table indexed by the label itself; beyond, a compact one
+# (a label of 2e9 in a 32² mask once asked for a 9.8 GB table).
+_DENSE_TABLE_LABELS = 1 << 16
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class WeightTable:
+    """φ by label for the weight pass (the fused kernel and the numpy path index it).
+
+    Dense: ``values[label]``. Compact, for sparse labels (a few of them, up to 2**63): ``keys``
+    holds the sorted labels, ``values`` their weights, and :meth:`indices` turns labels into
+    positions. NaN marks a label without a weight, 0 the ignore label (``ignore`` is its
+    position, -1 without one).
+    """
+
+    values: np.ndarray
+    ignore: int
+    keys: np.ndarray | None = None
+
+    def indices(self, labels: Any) -> Any:
+        """What to index ``values`` with: the labels, or their positions (len(keys) if unknown)."""
+        if self.keys is None:
+            return labels
+        xp = array_module(labels)
+        keys = xp.asarray(self.keys)
+        where = xp.minimum(xp.searchsorted(keys, labels), len(keys) - 1)
+        return xp.where(keys[where] == labels, where, len(keys))
+
+    def missing(self, labels: Any) -> list[int]:
+        """The labels of ``labels`` that have no weight, sorted."""
+        present = to_numpy(array_module(labels).unique(labels))
+        if self.keys is None:
+            return [int(v) for v in present if v >= self.values.size or np.isnan(self.values[v])]
+        known = {int(k) for k, v in zip(self.keys, self.values, strict=True) if not np.isnan(v)}
+        return [int(v) for v in present if int(v) not in known]
+
+
+def class_weight_table(class_weights: Any, ignore_index: int | None) -> WeightTable:
+    """The :class:`WeightTable` of ``class_weights``; checks every label and weight.
+
+    Examples
+    --------
+    >>> class_weight_table({0: 0.5, 2: 3.0}, ignore_index=1).values
+    array([0.5, 0. , 3. ], dtype=float32)
+    >>> class_weight_table({0: 0.5, 2_000_000_000: 3.0}, ignore_index=None).keys
+    array([         0, 2000000000])
+    """
     if not isinstance(class_weights, Mapping) or not class_weights:
         raise WeightmapsError(
             "class_weights must be a non-empty {label: weight} mapping; "
@@ -347,20 +444,27 @@ def _class_weight_table(class_weights: Any, ignore_index: int | None) -> tuple[n
         label_int, weight_num = int(label), float(weight)
         if label_int < 0:
             raise WeightmapsError(f"class_weights: labels must be >= 0, got {label_int}")
-        if not math.isfinite(weight_num):
-            raise WeightmapsError(f"class_weights: weight of label {label_int} must be finite, got {weight}")
+        if not math.isfinite(weight_num) or abs(weight_num) > _FLOAT32_MAX:
+            raise WeightmapsError(
+                f"class_weights: weight of label {label_int} must be finite in float32 (|w| <= {_FLOAT32_MAX:g}), "
+                f"got {weight}"
+            )
         weights[label_int] = weight_num
     ignore_label = -1 if ignore_index is None or ignore_index < 0 else int(ignore_index)
-    size = max(max(weights), ignore_label) + 1
-    table = np.full(size, np.nan, dtype=np.float32)
-    table[list(weights)] = list(weights.values())
     if ignore_label >= 0:
-        table[ignore_label] = 0.0
-    return table, ignore_label
+        weights[ignore_label] = 0.0
+    size = max(weights) + 1
+    if size <= _DENSE_TABLE_LABELS:
+        values = np.full(size, np.nan, dtype=np.float32)
+        values[list(weights)] = list(weights.values())
+        return WeightTable(values, ignore_label)
+    keys = np.array(sorted(weights), dtype=np.uint64 if size > np.iinfo(np.int64).max else np.int64)
+    values = np.array([weights[int(k)] for k in keys], dtype=np.float32)
+    return WeightTable(values, int(np.searchsorted(keys, ignore_label)) if ignore_label >= 0 else -1, keys)
 
 
-def _raise_missing_labels(labels: Any, table: np.ndarray, class_weights: Mapping[int, float]) -> None:
-    present = to_numpy(array_module(labels).unique(labels))
-    missing = [int(v) for v in present if v >= table.size or np.isnan(table[v])]
+def _raise_missing_labels(labels: Any, table: WeightTable, class_weights: Mapping[int, float]) -> None:
     known = sorted(int(k) for k in class_weights)
-    raise WeightmapsError(f"label(s) {missing} occur in the mask but have no class weight (weights given for {known})")
+    raise WeightmapsError(
+        f"label(s) {table.missing(labels)} occur in the mask but have no class weight (weights given for {known})"
+    )

@@ -48,6 +48,8 @@ class MapParams:
         The label range the inputs were checked against.
     skip_bad : bool
         Whether bad inputs were skipped (and listed in the store's report).
+    max_weight : float or None
+        The cap the class weights were clipped to (``--max-weight``), if any.
     kind : str
         The map kind, one of :data:`MAP_KINDS`.
 
@@ -68,6 +70,7 @@ class MapParams:
     label_map: dict[int, int] | None = None
     num_classes: int | None = None
     skip_bad: bool = False
+    max_weight: float | None = None
     kind: str = "bressan"
 
     def __post_init__(self) -> None:
@@ -91,6 +94,8 @@ class MapParams:
         if self.num_classes is not None:
             set_(self, "num_classes", int(self.num_classes))
         set_(self, "skip_bad", bool(self.skip_bad))
+        if self.max_weight is not None:
+            set_(self, "max_weight", float(self.max_weight))
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`weightmaps.weight_map` these parameters fix."""
@@ -119,7 +124,11 @@ class MapParams:
             "num_classes": self.num_classes,
             "skip_bad": self.skip_bad,
         }
-        if self.kind != "bressan":  # stores of the first kind never recorded it
+        # Fields added after the first stores are written only when set, so that those stores'
+        # parameters read back equal to a run with the same settings.
+        if self.max_weight is not None:
+            record["max_weight"] = self.max_weight
+        if self.kind != "bressan":
             record["kind"] = self.kind
         return record
 
@@ -141,6 +150,7 @@ class MapParams:
                 label_map=record.get("label_map"),
                 num_classes=record.get("num_classes"),
                 skip_bad=record.get("skip_bad", False),
+                max_weight=record.get("max_weight"),
                 kind=record.get("kind", "bressan"),
             )
         except (KeyError, TypeError, ValueError) as exc:

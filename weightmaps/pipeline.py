@@ -34,7 +34,7 @@ import numpy as np
 
 from weightmaps._concurrency import default_threads, start_process_server
 from weightmaps.backend import Backend, get_backend
-from weightmaps.engine import OUTPUT_DTYPES
+from weightmaps.engine import OUTPUT_DTYPES, class_weight_table
 from weightmaps.errors import StoreExistsError, WeightmapsError
 from weightmaps.params import MapParams
 from weightmaps.shards import (
@@ -45,10 +45,18 @@ from weightmaps.shards import (
     run_threads,
 )
 from weightmaps.classweights import resolve_class_weights
-from weightmaps.stats import BadSample, Progress, ScanResult, scan
-from weightmaps.validation import check_connectivity, check_sigma, check_spacing
+from weightmaps.stats import BadSample, Progress, ScanResult, open_inputs, scan
+from weightmaps.validation import (
+    check_connectivity,
+    check_label_options,
+    check_sigma,
+    check_spacing,
+    check_weights_fit,
+    check_weights_representable,
+)
 
 if TYPE_CHECKING:
+    from weightmaps.sources import MaskSource
     from weightmaps.store import StoreWriter
 
 __all__ = ["BadSample", "ComputeResult", "compute"]
@@ -102,6 +110,20 @@ class ComputeResult:
     steady_masks_per_second: float | None = None
 
 
+def _check_against_first_mask(source: MaskSource, spacing: Any, connectivity: int) -> None:
+    """Spacing and connectivity against the first mask's dimensionality, before the scan.
+
+    A first mask that cannot be read is left to the scan, which lists every bad input.
+    """
+    try:
+        ndim = source.read(0).ndim
+    except (WeightmapsError, IndexError):
+        return
+    check_connectivity(connectivity, ndim)
+    if spacing is not None:
+        check_spacing(spacing, ndim)
+
+
 def _resolve_spacing(spacing: Any, result: ScanResult) -> tuple[float, ...] | None:
     if spacing is not None:
         return check_spacing(spacing, result.ndim)
@@ -140,6 +162,7 @@ def compute(
     dry_run: bool = False,
     skip_bad: bool = False,
     samples_per_shard: int | None = None,
+    max_weight: float | None = None,
     parallel: Literal["auto", "processes", "threads"] = "auto",
     executor: ShardExecutor | None = None,
     progress: Progress | None = None,
@@ -203,6 +226,9 @@ def compute(
         :class:`BadInputError`.
     samples_per_shard : int, optional
         Samples per shard (default: about 16 MiB of maps per shard, the store's choice).
+    max_weight : float, optional
+        Clip every class weight to at most this (recorded in the store's parameters), e.g. so
+        that a very rare class's balanced weight fits float16.
     parallel : {"auto", "processes", "threads"}
         ``"auto"``: a process pool on the CPU, threads around the device on the GPU. Forcing
         ``"threads"`` on the CPU runs the GPU path with the CPU backend (used by the tests).
@@ -254,6 +280,9 @@ def compute(
     if parallel not in ("auto", "processes", "threads"):
         raise WeightmapsError(f"parallel must be 'auto', 'processes' or 'threads', got {parallel!r}")
     sigma = check_sigma(sigma)
+    check_label_options(ignore_index, label_map, num_classes)
+    if max_weight is not None and not (math.isfinite(max_weight) and max_weight > 0):
+        raise WeightmapsError(f"max_weight must be a finite number > 0, got {max_weight!r}")
     backend = get_backend(device)
     use_threads = parallel == "threads" or (parallel == "auto" and backend.name == "cuda")
     # The scan decodes on worker processes where the dataset is large enough (stats.scan decides),
@@ -264,15 +293,19 @@ def compute(
     if processes > 1 and not use_threads:
         start_process_server()
 
+    # Every check that can fail on the parameters runs before the scan (which may take an hour)
+    # and so before any store exists; those that need the masks' dimensionality read one first.
+    source = open_inputs(inputs, label_map)
+    _check_against_first_mask(source, spacing, connectivity)
+
     # 1. scan
     scan_fn = executor.scan if executor is not None else scan
     scanned = scan_fn(
-        inputs, ignore_index=ignore_index, num_classes=num_classes, label_map=label_map,
+        source, ignore_index=ignore_index, num_classes=num_classes, label_map=None,
         skip_bad=skip_bad, threads=default_threads(workers), processes=processes, progress=progress,
     )
-    source = scanned.source
     spacing_used = _resolve_spacing(spacing, scanned)
-    connectivity = check_connectivity(connectivity, scanned.ndim)  # before any store is touched
+    connectivity = check_connectivity(connectivity, scanned.ndim)
     log.info(
         "scanned %d masks (%d bad) in %.2f s: %d shape group(s), classes %s",
         len(source), len(scanned.bad), scanned.seconds, len(scanned.groups()), list(scanned.counts),
@@ -284,12 +317,20 @@ def compute(
         scanned.counts, scheme_params=scheme_params, class_weights_from=class_weights_from,
         image_pixels=scanned.image_pixels,
     )
+    if max_weight is not None:
+        weights = {label: min(weight, max_weight) for label, weight in weights.items()}
     params = MapParams(
         sigma=sigma, class_weights=weights, class_weights_origin=weights_record, spacing=spacing_used,
         connectivity=connectivity, ignore_index=ignore_index, dtype=dtype,
         label_map=dict(label_map) if label_map else None,
-        num_classes=num_classes, skip_bad=skip_bad,
+        num_classes=num_classes, skip_bad=skip_bad, max_weight=max_weight,
     )
+    # What the maps could come out as: never inf, never all 0 (before any store exists).
+    check_weights_fit(params.class_weights, dtype)
+    class_weight_table(params.class_weights, params.ignore_index)
+    check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype)
+    if ignore_index is not None and scanned.ignored_pixels == 0:
+        log.warning("ignore_index %d occurs in no mask: no pixel is ignored", ignore_index)
     fingerprint = source.fingerprint()
     bad_report = [b.as_dict() for b in scanned.bad]
 

@@ -51,6 +51,7 @@ class SampleScan(NamedTuple):
     shape: tuple[int, ...]
     counts: dict[int, int]  # pixels per label, the ignore label excluded
     spacing: tuple[float, ...] | None  # from the file's header (NIfTI), else None
+    ignored: int = 0  # pixels of the ignore label
 
 
 # A sample's scan: what it holds, or the reason it is bad.
@@ -91,6 +92,7 @@ class ScanResult:
     bad: tuple[BadSample, ...]
     seconds: float
     image_pixels: dict[int, int] = field(default_factory=dict)
+    ignored_pixels: int = 0
 
     @property
     def ndim(self) -> int:
@@ -116,6 +118,7 @@ class ScanTally:
     problems: dict[int, str] = field(default_factory=dict)
     counts: dict[int, dict[int, int]] = field(default_factory=dict)  # ndim -> label -> pixels
     image_pixels: dict[int, dict[int, int]] = field(default_factory=dict)  # ndim -> label -> pixels
+    ignored: int = 0  # pixels of the ignore label, all samples
     n_seen: int = 0
 
     def add(self, i: int, outcome: ScanOutcome) -> None:
@@ -125,12 +128,14 @@ class ScanTally:
             return
         self.shapes[i] = outcome.shape
         self.spacings[i] = outcome.spacing
+        self.ignored += outcome.ignored
         ndim = len(outcome.shape)
         add_counts(self.counts.setdefault(ndim, {}), outcome.counts)
         add_image_pixels(self.image_pixels.setdefault(ndim, {}), outcome.counts)
 
     def merge(self, other: ScanTally) -> None:
         self.n_seen += other.n_seen
+        self.ignored += other.ignored
         self.shapes.update(other.shapes)
         self.spacings.update(other.spacings)
         self.problems.update(other.problems)
@@ -164,6 +169,7 @@ def finish_scan(source: MaskSource, tally: ScanTally, *, skip_bad: bool, started
         bad=bad,
         seconds=time.perf_counter() - started,
         image_pixels=dict(sorted(tally.image_pixels.get(ndim, {}).items())),
+        ignored_pixels=tally.ignored,
     )
 
 
@@ -171,7 +177,8 @@ def scan_one(source: MaskSource, i: int, num_classes: int | None, ignore_index: 
     labels = source.read(i)
     if labels.ndim not in (2, 3):  # the source promises 2-D or 3-D; a cheap second check
         raise WeightmapsError(f"masks must be 2-D or 3-D, got shape {labels.shape}")
-    counts = count_labels(labels, ignore_index=ignore_index)
+    counts = count_labels(labels)
+    ignored = counts.pop(int(ignore_index), 0) if ignore_index is not None else 0
     if num_classes is not None:
         outside = sorted(label for label in counts if label >= num_classes)
         if outside:
@@ -180,7 +187,9 @@ def scan_one(source: MaskSource, i: int, num_classes: int | None, ignore_index: 
                 + (f" (ignore_index is {ignore_index})" if ignore_index is not None else "")
             )
     spacing = source.spacing(i)
-    return SampleScan(tuple(int(s) for s in labels.shape), counts, tuple(float(s) for s in spacing) if spacing else None)
+    return SampleScan(
+        tuple(int(s) for s in labels.shape), counts, tuple(float(s) for s in spacing) if spacing else None, ignored
+    )
 
 
 def scan(

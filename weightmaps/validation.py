@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,17 @@ import numpy as np
 from weightmaps.backend import array_module
 from weightmaps.errors import WeightmapsError
 
-__all__ = ["check_labels", "check_sigma", "check_spacing", "check_connectivity", "label_range", "sample_ndim"]
+__all__ = [
+    "check_connectivity",
+    "check_label_options",
+    "check_labels",
+    "check_sigma",
+    "check_spacing",
+    "check_weights_fit",
+    "check_weights_representable",
+    "label_range",
+    "sample_ndim",
+]
 
 
 def sample_ndim(labels: Any, batch: bool) -> int:
@@ -71,6 +81,11 @@ def check_sigma(sigma: Any) -> float:
     return value
 
 
+# No real pixel is a million times longer than it is wide; beyond that the transforms' float32
+# arithmetic (edt's included) overflows and returns NaN.
+MAX_SPACING_RATIO = 2.0**20
+
+
 def check_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[float, ...]:
     """Per-axis pixel spacing in array-axis order; a scalar applies to every axis."""
     if spacing is None:
@@ -84,6 +99,11 @@ def check_spacing(spacing: Sequence[float] | float | None, ndim: int) -> tuple[f
         raise WeightmapsError(f"spacing must be numbers, got {values!r}") from None
     if not all(math.isfinite(v) and v > 0 for v in floats):
         raise WeightmapsError(f"spacing values must be finite and > 0, got {floats}")
+    if max(floats) / min(floats) > MAX_SPACING_RATIO:
+        raise WeightmapsError(
+            f"spacing values differ by more than a factor {MAX_SPACING_RATIO:g}: {floats}; "
+            "the distance transforms' float32 arithmetic cannot honour that (were the units mixed?)"
+        )
     return floats
 
 
@@ -93,3 +113,60 @@ def check_connectivity(connectivity: Any, ndim: int) -> int:
             f"connectivity must be an integer from 1 (face neighbours) to {ndim} (all neighbours), got {connectivity!r}"
         )
     return int(connectivity)
+
+
+def check_weights_fit(class_weights: Mapping[int, float], dtype: str) -> None:
+    """Every class weight (δ ≤ 1, so the largest value of a map) fits the output dtype.
+
+    float16 holds up to 65504: a rare class's balanced weight of 1e5 would be written as inf.
+    """
+    # The kernel's lookup table is float32 whatever the output: a weight must fit both.
+    limit = min(float(np.finfo(dtype).max), float(np.finfo(np.float32).max))
+    for label, weight in class_weights.items():
+        if weight > limit:
+            raise WeightmapsError(
+                f"class {label}'s weight {weight:g} does not fit {dtype} (largest {limit:g}): its pixels "
+                f"would be inf; {'store float32 or ' if dtype == 'float16' else ''}cap the weights with "
+                "max_weight (--max-weight)"
+            )
+
+
+def check_weights_representable(
+    class_weights: Mapping[int, float], sigma: float, spacing: Sequence[float] | None,
+    shapes: Sequence[Sequence[int]], dtype: str,
+) -> None:
+    """Refuse a σ so large that every weight of every map would round to 0 in ``dtype``.
+
+    The farthest a pixel can be from an edge is its map's diagonal; δ there bounds every δ.
+    """
+    largest_phi = max(class_weights.values())
+    diagonal = max(
+        math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing or (1.0,) * len(shape), strict=True)))
+        for shape in shapes
+    )
+    delta = -math.expm1(-((diagonal / sigma) ** 2) / 2.0)
+    if float(np.asarray(largest_phi * delta, dtype=dtype)) == 0.0:
+        raise WeightmapsError(
+            f"sigma {sigma:g} is so large that every weight rounds to 0 in {dtype}: no pixel is more than "
+            f"{diagonal:g} from an edge, so δ ≤ {delta:.3g} and φ·δ ≤ {largest_phi * delta:.3g}; "
+            "sigma is in spacing units (pixels by default)"
+        )
+
+
+def check_label_options(
+    ignore_index: int | None, label_map: Mapping[int, int] | None, num_classes: int | None
+) -> None:
+    """The label-related options, checked together before anything is read or written."""
+    for name, value in (("ignore_index", ignore_index), ("num_classes", num_classes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise WeightmapsError(f"{name} must be an integer, got {value!r}")
+    if ignore_index is not None and ignore_index < 0:
+        raise WeightmapsError(f"ignore_index must be >= 0 (labels are), got {ignore_index}")
+    if num_classes is not None and num_classes < 1:
+        raise WeightmapsError(f"num_classes must be >= 1, got {num_classes}")
+    if label_map and ignore_index is not None and ignore_index in label_map:
+        target = label_map[ignore_index]
+        raise WeightmapsError(
+            f"label_map maps the ignore label {ignore_index} to {target}, so no pixel would be ignored; "
+            f"ignore {target} instead, or leave {ignore_index} out of the label map"
+        )

@@ -44,6 +44,8 @@ from weightmaps.cli.options import (
 @label_map_opt
 @click.option("--samples-per-shard", type=click.IntRange(min=1), default=None, metavar="N",
               help="Samples per shard file (default: about 16 MiB of maps).")
+@click.option("--max-weight", type=click.FloatRange(min=0, min_open=True), default=None, metavar="W",
+              help="Clip every class weight to at most W (recorded in the store), e.g. to fit float16.")
 @click.option("--resume", is_flag=True, help="Complete an interrupted run (refused if parameters or inputs changed).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; write nothing.")

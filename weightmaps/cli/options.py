@@ -33,10 +33,12 @@ def _parse_label_map(ctx: click.Context, param: click.Parameter, value: str | No
     mapping: dict[int, int] = {}
     for item in value.split(","):
         try:
-            src, dst = item.split(":")
-            mapping[int(src)] = int(dst)
+            src, dst = (int(v) for v in item.split(":"))
         except ValueError:
             raise click.BadParameter(f"expected SRC:DST pairs separated by commas, like 255:1; got {item!r}") from None
+        if src in mapping:
+            raise click.BadParameter(f"label {src} is mapped twice ({src}:{mapping[src]} and {item})")
+        mapping[src] = dst
     return mapping
 
 
