@@ -15,7 +15,7 @@ from PIL import Image
 
 from weightmaps import weight_map
 from weightmaps.errors import WeightmapsError
-from weightmaps.errors import BadInputError
+from weightmaps.errors import BadInputError, ResumeMismatchError
 from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.sample_data import make_masks, write_dataset
 from weightmaps.readers import read_mask
@@ -423,15 +423,6 @@ def test_resume_refuses_changed_params_or_inputs(tmp_path: Path) -> None:
         compute(root, out, sigma=SIGMA + 1, device="cpu", workers=1, resume=True)
     with pytest.raises(WeightmapsError, match="class_weights"):
         compute(root, out, sigma=SIGMA, class_weights="none", device="cpu", workers=1, resume=True)
-    # Rewrite one mask (new content, new mtime): the input fingerprint changes.
-    target = root / "sample_00005.png"
-    original, stat = target.read_bytes(), target.stat()
-    Image.fromarray(make_masks(1, (32, 32), seed=99)[0]).save(target)
-    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    with pytest.raises(WeightmapsError, match="fingerprint|changed"):
-        compute(root, out, sigma=SIGMA, device="cpu", workers=1, resume=True)
-    target.write_bytes(original)
-    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     # Device, workers and batch size are not parameters: resuming with others is fine.
     compute(root, out, sigma=SIGMA, device="scipy", workers=2, batch_size=1, resume=True, class_weights="balanced")
     assert open_store(out).complete
@@ -545,3 +536,53 @@ def test_a_huge_label_costs_a_compact_table_not_gigabytes(tmp_path: Path) -> Non
     result = compute(masks, tmp_path / "w.zarr", sigma=2.0, device="cpu", workers=1)
     assert set(result.class_weights) == {0, 2_000_000_000}
     assert np.isfinite(open_store(result.store)["a"]).all()
+
+
+def _swap_labels_keeping_size_and_mtime(path: Path) -> None:
+    """Relabel a written mask as `cp -p` or rsync would leave it: same size, same mtime."""
+    mask = np.load(path)
+    stat = path.stat()
+    np.save(path, np.where(mask == 1, 0, np.where(mask == 0, 1, mask)).astype(mask.dtype))
+    assert path.stat().st_size == stat.st_size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def _npy_masks(tmp_path: Path, n: int = 6) -> Path:
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    for i, mask in enumerate(make_masks(n, (24, 32), num_classes=3, seed=8)):
+        np.save(folder / f"m{i}.npy", mask)
+    return folder
+
+
+def test_resume_refuses_a_written_mask_that_changed_keeping_size_and_mtime(tmp_path: Path) -> None:
+    masks = _npy_masks(tmp_path)
+    out = tmp_path / "w.zarr"
+    _partial_run(masks, out, 1, workers=1, samples_per_shard=2, class_weights="none")
+    _swap_labels_keeping_size_and_mtime(masks / "m1.npy")  # in the written shard
+    with pytest.raises(ResumeMismatchError, match=r"masks of 1 sample\(s\) changed since their maps were written: \S*m1\.npy"):
+        compute(masks, out, sigma=SIGMA, device="cpu", workers=1, resume=True, class_weights="none")
+    # Recomputing exactly the stale shard gives what a fresh run gives.
+    result = compute(masks, out, sigma=SIGMA, device="cpu", workers=1, resume=True, class_weights="none",
+                     recompute_changed=True)
+    assert result.n_computed == 6
+    fresh = compute(masks, tmp_path / "fresh.zarr", sigma=SIGMA, device="cpu", workers=1, class_weights="none",
+                    samples_per_shard=2)
+    _assert_same_store(Path(fresh.store), out)
+
+
+def test_a_complete_store_whose_mask_changed_is_refused_then_recomputed(tmp_path: Path) -> None:
+    masks = _npy_masks(tmp_path)
+    out = tmp_path / "w.zarr"
+    compute(masks, out, sigma=SIGMA, device="cpu", workers=1, samples_per_shard=2, class_weights="none")
+    _swap_labels_keeping_size_and_mtime(masks / "m4.npy")
+    with pytest.raises(ResumeMismatchError, match="m4.npy"):
+        compute(masks, out, sigma=SIGMA, device="cpu", workers=1, resume=True, class_weights="none")
+    assert open_store(out).complete  # refused: nothing touched
+    result = compute(masks, out, sigma=SIGMA, device="cpu", workers=1, resume=True, class_weights="none",
+                     recompute_changed=True)
+    assert result.n_computed == 2 and open_store(out).complete
+    fresh = compute(masks, tmp_path / "fresh.zarr", sigma=SIGMA, device="cpu", workers=1, class_weights="none",
+                    samples_per_shard=2)
+    _assert_same_store(Path(fresh.store), out)
+

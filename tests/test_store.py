@@ -45,7 +45,7 @@ def _create(path: Path, ids: list[str], maps: list[np.ndarray], **kw: object) ->
 
 
 def _resume(path: Path, ids: list[str], maps: list[np.ndarray], **kw: object) -> StoreWriter:
-    kw = {"params": _params(str(maps[0].dtype)), "fingerprint": "fp1", **kw}
+    kw = {"params": _params(str(maps[0].dtype)), **kw}
     return resume_store(path, ids=ids, shapes=[m.shape for m in maps], **kw)
 
 
@@ -242,15 +242,11 @@ def test_resume_refuses_a_different_run(tmp_path: Path) -> None:
     with pytest.raises(ResumeMismatchError, match=r"ids: store has 3 samples, this run 2"):
         _resume(out, ids[:2], maps[:2])
     with pytest.raises(
-        WeightmapsError, match=r"input fingerprint: store has 'fp1', this run 'fp2'"
-    ):
-        _resume(out, ids, maps, fingerprint="fp2")
-    with pytest.raises(
         WeightmapsError, match=r"shapes: sample 'case/002' is \(4, 4\) in the store, \(5, 4\)"
     ):
-        resume_store(out, ids=ids, shapes=[(4, 4), (4, 4), (5, 4)], params=PARAMS, fingerprint="fp1")
+        resume_store(out, ids=ids, shapes=[(4, 4), (4, 4), (5, 4)], params=PARAMS)
     with pytest.raises(ResumeMismatchError, match=r"dtype: store has 'float32', this run asks 'float16'"):
-        resume_store(out, ids=ids, shapes=[(4, 4)] * 3, params=_params("float16"), fingerprint="fp1")
+        resume_store(out, ids=ids, shapes=[(4, 4)] * 3, params=_params("float16"))
     with pytest.raises(WeightmapsError, match="nothing to resume"):
         _resume(tmp_path / "missing.zarr", ids, maps)
     (tmp_path / "plain").mkdir()
@@ -395,3 +391,29 @@ def test_resume_treats_equivalent_settings_as_equal(tmp_path: Path) -> None:
     writer = _resume(out, ids, maps, params=_params(spacing=None, class_weights={1: 1.67, 0: 0.71}))
     assert writer.params.spacing is None and open_store(out).params == _params(spacing=None)
 
+
+
+def test_a_full_disk_while_finishing_leaves_the_store_incomplete_and_readable(tmp_path: Path) -> None:
+    """The last write either marks the store complete whole, or leaves it as it was (EFBIG is real here)."""
+    import subprocess
+    import sys
+
+    ids, maps = _dataset([(8, 8)] * 4)
+    out = tmp_path / "w.zarr"
+    writer = _create(out, ids, maps, samples_per_shard=2)
+    _write_all(writer, maps)
+    finish = (
+        "import resource, signal, sys; from pathlib import Path; from weightmaps.store import open_store, resume_store\n"
+        "from tests.test_store import _params\n"
+        f"w = resume_store(Path({str(out)!r}), ids={ids!r}, shapes=[(8, 8)] * 4, params=_params())\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of dying\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))\n"
+        "w.finalize({'seconds': 1.0})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", finish], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert proc.returncode == 1 and "File too large" in proc.stderr, proc.stderr
+    store = open_store(out)  # still readable, not complete, and finishing it later works
+    assert not store.complete
+    assert not list(out.glob(".zarr.json.*.tmp"))
+    _resume(out, ids, maps).finalize({"seconds": 1.0})
+    assert open_store(out).complete

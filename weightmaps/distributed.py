@@ -74,6 +74,7 @@ from weightmaps.shards import ShardSettings, ShardTimes, run_shard
 from weightmaps.stats import (
     BadSample,
     Progress,
+    ScanChecks,
     ScanResult,
     ScanTally,
     finish_scan,
@@ -255,8 +256,7 @@ def _nthreads(client: Any) -> int:
 @dataclass(frozen=True)
 class _ScanJob:
     source: MaskSource
-    num_classes: int | None
-    ignore_index: int | None
+    checks: ScanChecks
 
 
 @dataclass(frozen=True)
@@ -284,7 +284,7 @@ def _unwrap(holder: _Holder) -> Any:
 def _scan_chunk(job: _ScanJob, indices: tuple[int, ...]) -> ScanTally:
     tally = ScanTally()
     for i in indices:
-        tally.add(i, scan_or_problem(job.source, i, job.num_classes, job.ignore_index))
+        tally.add(i, scan_or_problem(job.source, i, job.checks))
     return tally
 
 
@@ -312,6 +312,7 @@ def scan_on_dask(
     skip_bad: bool = False,
     chunk_size: int | None = None,
     progress: Progress | None = None,
+    digests: bool = False,
     **_ignored: Any,
 ) -> ScanResult:
     """:func:`weightmaps.stats.scan` as a map-reduce on a Dask cluster; the same result.
@@ -338,7 +339,7 @@ def scan_on_dask(
     if chunk_size is None:
         chunk_size = max(1, min(_MAX_SCAN_CHUNK, math.ceil(n / (_SCAN_TASKS_PER_THREAD * _nthreads(client)))))
     token = uuid.uuid4().hex
-    job = _submit_job(client, _ScanJob(source, num_classes, ignore_index), token)
+    job = _submit_job(client, _ScanJob(source, ScanChecks(num_classes, ignore_index, digests)), token)
     tally = ScanTally()
 
     def submit(indices: tuple[int, ...], attempt: str) -> Any:

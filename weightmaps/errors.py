@@ -4,10 +4,12 @@
 exception                what happened                                           CLI exit
 =======================  =====================================================  =========
 ``WeightmapsError``      bad input, bad parameters, a request this machine      2
-                         cannot serve (the base of the next three)
+                         cannot serve (the base of the next four)
 ``BadInputError``        the scan found bad input masks: ``.bad`` lists all      2
 ``StoreExistsError``     the output store exists and neither resume nor          2
                          overwrite was asked for
+``StoreLockedError``     another run is writing the store (``.holder``: host,    2
+                         pid, start time)
 ``ResumeMismatchError``  a resume was refused: this run differs from the         2
                          store (``.differences`` lists how)
 ``IncompleteRunError``   some shards failed, the others are written; the run     1
@@ -20,8 +22,9 @@ facts for programs.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from weightmaps.distributed import ShardFailure
@@ -32,6 +35,7 @@ __all__ = [
     "IncompleteRunError",
     "ResumeMismatchError",
     "StoreExistsError",
+    "StoreLockedError",
     "WeightmapsError",
 ]
 
@@ -120,3 +124,19 @@ class IncompleteRunError(RuntimeError):
 
     def __reduce__(self) -> tuple[type[IncompleteRunError], tuple[str, list[ShardFailure], list[BadSample], int]]:
         return type(self), (self.store, self.failures, self.bad, self.n_written)
+
+
+class StoreLockedError(WeightmapsError):
+    """Another run holds the store's lock; ``holder`` is what its lock file says."""
+
+    def __init__(self, store: str, lock: str, holder: dict[str, Any]) -> None:
+        self.store, self.lock, self.holder = store, lock, holder
+        where = "this host" if holder.get("host") == socket.gethostname() else f"host {holder.get('host')!r}"
+        super().__init__(
+            f"store {store!r} is being written by another run: pid {holder.get('pid')} on {where}, "
+            f"started {holder.get('started')} (lock {lock}). Wait for it to finish; if that run is gone "
+            "(another host, or the pid now belongs to something else), delete the lock file"
+        )
+
+    def __reduce__(self) -> tuple[type[StoreLockedError], tuple[str, str, dict[str, Any]]]:
+        return type(self), (self.store, self.lock, self.holder)

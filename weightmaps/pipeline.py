@@ -35,7 +35,8 @@ import numpy as np
 from weightmaps._concurrency import default_threads, start_process_server
 from weightmaps.backend import Backend, get_backend
 from weightmaps.engine import OUTPUT_DTYPES, class_weight_table
-from weightmaps.errors import StoreExistsError, WeightmapsError
+from weightmaps.errors import ResumeMismatchError, StoreExistsError, WeightmapsError
+from weightmaps.lock import store_lock
 from weightmaps.params import MapParams
 from weightmaps.shards import (
     ShardExecutor,
@@ -163,6 +164,7 @@ def compute(
     skip_bad: bool = False,
     samples_per_shard: int | None = None,
     max_weight: float | None = None,
+    recompute_changed: bool = False,
     parallel: Literal["auto", "processes", "threads"] = "auto",
     executor: ShardExecutor | None = None,
     progress: Progress | None = None,
@@ -215,7 +217,10 @@ def compute(
     label_map : mapping, optional
         Labels replaced when decoding, e.g. ``{255: 1}`` for 0/255 binary masks.
     resume : bool
-        Complete an interrupted run; refused when the parameters or the inputs changed.
+        Complete an interrupted run; refused when the parameters changed, or when a mask whose
+        map is written changed (the scan compares every mask's digest with the store's).
+    recompute_changed : bool
+        On resume, compute again exactly the shards whose masks changed instead of refusing.
     overwrite : bool
         Replace an existing store. Without ``resume`` or ``overwrite`` an existing store is an
         error.
@@ -300,9 +305,11 @@ def compute(
 
     # 1. scan
     scan_fn = executor.scan if executor is not None else scan
+    resuming = resume and out_path.exists()
     scanned = scan_fn(
         source, ignore_index=ignore_index, num_classes=num_classes, label_map=None,
         skip_bad=skip_bad, threads=default_threads(workers), processes=processes, progress=progress,
+        digests=resuming,  # a resume compares them with the store's: a changed mask must not keep its map
     )
     spacing_used = _resolve_spacing(spacing, scanned)
     connectivity = check_connectivity(connectivity, scanned.ndim)
@@ -346,80 +353,106 @@ def compute(
             busy_seconds={"decode": 0.0, "compute": 0.0, "write": 0.0}, masks_per_second=0.0,
             bad=scanned.bad, plan=plan, spacing=spacing_used, device=backend.name,
         )
-    if resume and out_path.exists():
-        writer = store_module.resume_store(
-            out_path, ids=scanned.ids, shapes=scanned.shapes, params=params, fingerprint=fingerprint
+    # One run writes a store at a time, from before it is created, overwritten or resumed to the
+    # end: a second run on the same output is refused, naming this one (weightmaps.lock).
+    with store_lock(out_path):
+        if resuming:
+            writer = store_module.resume_store(out_path, ids=scanned.ids, shapes=scanned.shapes, params=params)
+            _check_unchanged(writer, scanned, recompute_changed)
+            log.info("resuming %s", out_path)
+        else:
+            writer = store_module.create_store(
+                out_path, ids=scanned.ids, shapes=scanned.shapes, params=params, fingerprint=fingerprint,
+                class_counts=scanned.counts, overwrite=overwrite, samples_per_shard=samples_per_shard,
+            )
+        tasks = list(writer.pending())
+        n_total = len(scanned.ids)
+        n_pending = sum(len(t.sample_indices) for t in tasks)
+
+        # 4. compute
+        t_compute = time.perf_counter()
+        settings = ShardSettings(
+            params=params, device=backend, batch_size=batch_size,
+            source_indices=None if len(scanned.indices) == len(source) else scanned.indices,
         )
-        log.info("resuming %s", out_path)
-    else:
-        writer = store_module.create_store(
-            out_path, ids=scanned.ids, shapes=scanned.shapes, params=params, fingerprint=fingerprint,
-            class_counts=scanned.counts, overwrite=overwrite, samples_per_shard=samples_per_shard,
-        )
-    tasks = list(writer.pending())
-    n_total = len(scanned.ids)
-    n_pending = sum(len(t.sample_indices) for t in tasks)
-
-    # 4. compute
-    t_compute = time.perf_counter()
-    settings = ShardSettings(
-        params=params, device=backend, batch_size=batch_size,
-        source_indices=None if len(scanned.indices) == len(source) else scanned.indices,
-    )
-    busy = {"decode": 0.0, "compute": 0.0, "write": 0.0}
-    done = n_total - n_pending
-    if progress:
-        progress("compute", done, n_total)
-
-    # The first shard carries the start-up (CUDA context, kernel compiles, filling the decode
-    # queue): the rate after it is the steady one, what a larger dataset would see.
-    first_shard: tuple[int, float] | None = None
-
-    def on_done(times: ShardTimes) -> None:
-        nonlocal done, first_shard
-        done += times.n
-        if first_shard is None:
-            first_shard = (times.n, time.perf_counter() - t_compute)
-        busy["decode"] += times.decode
-        busy["compute"] += times.compute
-        busy["write"] += times.write
+        busy = {"decode": 0.0, "compute": 0.0, "write": 0.0}
+        done = n_total - n_pending
         if progress:
             progress("compute", done, n_total)
 
-    log.info(
-        "computing %d of %d masks in %d shard(s) on %s (%s)", n_pending, n_total, len(tasks), backend.name,
-        type(executor).__name__ if executor is not None
-        else "threads" if use_threads else f"{workers or os.cpu_count()} process(es)",
-    )
-    if executor is not None:
-        executor.run_shards(tasks, source, writer, settings, on_done)
-    elif use_threads:
-        run_threads(tasks, source, writer, settings, backend, workers or 4, on_done)
-    else:
-        run_processes(tasks, source, writer, settings, workers or os.cpu_count() or 1, on_done)
-    compute_seconds = time.perf_counter() - t_compute
+        # The first shard carries the start-up (CUDA context, kernel compiles, filling the decode
+        # queue): the rate after it is the steady one, what a larger dataset would see.
+        first_shard: tuple[int, float] | None = None
 
-    # 5. finalize
-    t_write = time.perf_counter()
-    if not tasks and store_module.open_store(out_path).complete:
-        log.info("%s is complete already: nothing to do", out_path)
-    else:
-        _finalize(writer, bad_report, n_total, n_pending, backend.name, scanned.seconds, compute_seconds, busy)
-    write_seconds = time.perf_counter() - t_write
-    total = time.perf_counter() - t_start
-    rate = n_pending / compute_seconds if compute_seconds > 0 and n_pending else 0.0
-    steady = None
-    if first_shard is not None and n_pending > first_shard[0] and compute_seconds > first_shard[1]:
-        steady = (n_pending - first_shard[0]) / (compute_seconds - first_shard[1])
-    seconds = {"scan": scanned.seconds, "compute": compute_seconds, "write": write_seconds, "total": total}
-    if first_shard is not None:
-        seconds["first_shard"] = first_shard[1]
-    log.info("wrote %d masks to %s in %.2f s (%.1f masks/s)", n_pending, out_path, total, rate)
-    return ComputeResult(
-        store=str(out_path), n_samples=n_total, n_bad=len(scanned.bad), n_computed=n_pending,
-        class_weights=weights, seconds=seconds, busy_seconds=busy, masks_per_second=rate,
-        bad=scanned.bad, spacing=spacing_used, device=backend.name, steady_masks_per_second=steady,
-    )
+        def on_done(times: ShardTimes) -> None:
+            nonlocal done, first_shard
+            done += times.n
+            if first_shard is None:
+                first_shard = (times.n, time.perf_counter() - t_compute)
+            busy["decode"] += times.decode
+            busy["compute"] += times.compute
+            busy["write"] += times.write
+            if progress:
+                progress("compute", done, n_total)
+
+        log.info(
+            "computing %d of %d masks in %d shard(s) on %s (%s)", n_pending, n_total, len(tasks), backend.name,
+            type(executor).__name__ if executor is not None
+            else "threads" if use_threads else f"{workers or os.cpu_count()} process(es)",
+        )
+        if executor is not None:
+            executor.run_shards(tasks, source, writer, settings, on_done)
+        elif use_threads:
+            run_threads(tasks, source, writer, settings, backend, workers or 4, on_done)
+        else:
+            run_processes(tasks, source, writer, settings, workers or os.cpu_count() or 1, on_done)
+        compute_seconds = time.perf_counter() - t_compute
+
+        # 5. finalize
+        t_write = time.perf_counter()
+        if not tasks and store_module.open_store(out_path).complete:
+            log.info("%s is complete already: nothing to do", out_path)
+        else:
+            _finalize(writer, bad_report, n_total, n_pending, backend.name, scanned.seconds, compute_seconds, busy)
+        write_seconds = time.perf_counter() - t_write
+        total = time.perf_counter() - t_start
+        rate = n_pending / compute_seconds if compute_seconds > 0 and n_pending else 0.0
+        steady = None
+        if first_shard is not None and n_pending > first_shard[0] and compute_seconds > first_shard[1]:
+            steady = (n_pending - first_shard[0]) / (compute_seconds - first_shard[1])
+        seconds = {"scan": scanned.seconds, "compute": compute_seconds, "write": write_seconds, "total": total}
+        if first_shard is not None:
+            seconds["first_shard"] = first_shard[1]
+        log.info("wrote %d masks to %s in %.2f s (%.1f masks/s)", n_pending, out_path, total, rate)
+        return ComputeResult(
+            store=str(out_path), n_samples=n_total, n_bad=len(scanned.bad), n_computed=n_pending,
+            class_weights=weights, seconds=seconds, busy_seconds=busy, masks_per_second=rate,
+            bad=scanned.bad, spacing=spacing_used, device=backend.name, steady_masks_per_second=steady,
+        )
+
+
+def _check_unchanged(writer: StoreWriter, scanned: ScanResult, recompute_changed: bool) -> None:
+    """The masks behind the written shards are the ones they were computed from, or those shards
+    are computed again (``recompute_changed``): a file copied with its size and mtime (cp -p,
+    rsync) once kept its stale map through a resume."""
+    recorded = writer.recorded_digests()
+    changed = {
+        sid: i for sid, i, digest in zip(scanned.ids, scanned.indices, scanned.digests, strict=True)
+        if sid in recorded and recorded[sid] != digest
+    }
+    if not changed:
+        return
+    if not recompute_changed:
+        files = [scanned.source.describe(i) for i in changed.values()]
+        shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
+        raise ResumeMismatchError(str(writer.path), [
+            f"the masks of {len(changed)} sample(s) changed since their maps were written: {shown} "
+            "(recompute just their shards with recompute_changed=True, --recompute-changed)"
+        ])
+    positions = {i for i, sid in enumerate(writer.ids) if sid in changed}
+    stale = [t for t in writer.tasks() if positions.intersection(t.sample_indices)]
+    log.warning("recomputing %d shard(s) whose masks changed: %d sample(s)", len(stale), len(changed))
+    writer.reopen(stale)
 
 
 def _finalize(

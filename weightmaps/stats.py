@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from weightmaps._concurrency import bounded_map, default_threads, exit_with_driver, process_context
 from weightmaps.classweights import add_counts, add_image_pixels, count_labels
 from weightmaps.errors import BadInputError, WeightmapsError
+from weightmaps.readers import mask_digest
 
 if TYPE_CHECKING:
     from weightmaps.sources import MaskSource
 
-__all__ = ["BadSample", "SampleScan", "ScanResult", "ScanTally", "finish_scan", "scan", "scan_one"]
+__all__ = ["BadSample", "SampleScan", "ScanChecks", "ScanResult", "ScanTally", "finish_scan", "scan", "scan_one"]
 
 log = logging.getLogger("weightmaps")
 
@@ -52,10 +53,20 @@ class SampleScan(NamedTuple):
     counts: dict[int, int]  # pixels per label, the ignore label excluded
     spacing: tuple[float, ...] | None  # from the file's header (NIfTI), else None
     ignored: int = 0  # pixels of the ignore label
+    digest: str | None = None  # readers.mask_digest, when the scan was asked for digests
 
 
 # A sample's scan: what it holds, or the reason it is bad.
 ScanOutcome = SampleScan | str
+
+
+@dataclass(frozen=True)
+class ScanChecks:
+    """What the scan checks and records of each sample besides its shape and class counts."""
+
+    num_classes: int | None = None  # labels must lie in [0, num_classes), the ignore label excepted
+    ignore_index: int | None = None  # left out of the counts (its pixels counted apart)
+    digests: bool = False  # record each mask's digest (a resume compares them with the store's)
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,7 @@ class ScanResult:
     seconds: float
     image_pixels: dict[int, int] = field(default_factory=dict)
     ignored_pixels: int = 0
+    digests: tuple[str, ...] = ()  # aligned with ids when the scan recorded digests, else empty
 
     @property
     def ndim(self) -> int:
@@ -119,6 +131,7 @@ class ScanTally:
     counts: dict[int, dict[int, int]] = field(default_factory=dict)  # ndim -> label -> pixels
     image_pixels: dict[int, dict[int, int]] = field(default_factory=dict)  # ndim -> label -> pixels
     ignored: int = 0  # pixels of the ignore label, all samples
+    digests: dict[int, str] = field(default_factory=dict)
     n_seen: int = 0
 
     def add(self, i: int, outcome: ScanOutcome) -> None:
@@ -129,6 +142,8 @@ class ScanTally:
         self.shapes[i] = outcome.shape
         self.spacings[i] = outcome.spacing
         self.ignored += outcome.ignored
+        if outcome.digest is not None:
+            self.digests[i] = outcome.digest
         ndim = len(outcome.shape)
         add_counts(self.counts.setdefault(ndim, {}), outcome.counts)
         add_image_pixels(self.image_pixels.setdefault(ndim, {}), outcome.counts)
@@ -136,6 +151,7 @@ class ScanTally:
     def merge(self, other: ScanTally) -> None:
         self.n_seen += other.n_seen
         self.ignored += other.ignored
+        self.digests.update(other.digests)
         self.shapes.update(other.shapes)
         self.spacings.update(other.spacings)
         self.problems.update(other.problems)
@@ -170,25 +186,27 @@ def finish_scan(source: MaskSource, tally: ScanTally, *, skip_bad: bool, started
         seconds=time.perf_counter() - started,
         image_pixels=dict(sorted(tally.image_pixels.get(ndim, {}).items())),
         ignored_pixels=tally.ignored,
+        digests=tuple(tally.digests[i] for i in good) if tally.digests else (),
     )
 
 
-def scan_one(source: MaskSource, i: int, num_classes: int | None, ignore_index: int | None) -> SampleScan:
+def scan_one(source: MaskSource, i: int, checks: ScanChecks) -> SampleScan:
     labels = source.read(i)
     if labels.ndim not in (2, 3):  # the source promises 2-D or 3-D; a cheap second check
         raise WeightmapsError(f"masks must be 2-D or 3-D, got shape {labels.shape}")
     counts = count_labels(labels)
-    ignored = counts.pop(int(ignore_index), 0) if ignore_index is not None else 0
-    if num_classes is not None:
-        outside = sorted(label for label in counts if label >= num_classes)
+    ignored = counts.pop(int(checks.ignore_index), 0) if checks.ignore_index is not None else 0
+    if checks.num_classes is not None:
+        outside = sorted(label for label in counts if label >= checks.num_classes)
         if outside:
             raise WeightmapsError(
-                f"label(s) {outside} >= num_classes={num_classes}"
-                + (f" (ignore_index is {ignore_index})" if ignore_index is not None else "")
+                f"label(s) {outside} >= num_classes={checks.num_classes}"
+                + (f" (ignore_index is {checks.ignore_index})" if checks.ignore_index is not None else "")
             )
     spacing = source.spacing(i)
     return SampleScan(
-        tuple(int(s) for s in labels.shape), counts, tuple(float(s) for s in spacing) if spacing else None, ignored
+        tuple(int(s) for s in labels.shape), counts, tuple(float(s) for s in spacing) if spacing else None, ignored,
+        mask_digest(labels) if checks.digests else None,
     )
 
 
@@ -202,6 +220,7 @@ def scan(
     threads: int | None = None,
     processes: int = 0,
     progress: Progress | None = None,
+    digests: bool = False,
 ) -> ScanResult:
     """Decode every mask once: validate, count classes, and gather shapes and spacings.
 
@@ -247,10 +266,11 @@ def scan(
     threads = threads or default_threads(None)
     if progress:
         progress("scan", 0, n)
+    checks = ScanChecks(num_classes, ignore_index, digests)
     if processes > 1 and n >= _SCAN_PROCESSES_FROM:
-        outcomes = _scan_on_processes(source, range(n), num_classes, ignore_index, processes)
+        outcomes = _scan_on_processes(source, range(n), checks, processes)
     else:
-        outcomes = _scan_on_threads(source, range(n), num_classes, ignore_index, threads)
+        outcomes = _scan_on_threads(source, range(n), checks, threads)
     tally = ScanTally()
     for i, outcome in outcomes:
         tally.add(i, outcome)
@@ -259,20 +279,20 @@ def scan(
     return finish_scan(source, tally, skip_bad=skip_bad, started=start)
 
 
-def scan_or_problem(source: MaskSource, i: int, num_classes: int | None, ignore_index: int | None) -> ScanOutcome:
+def scan_or_problem(source: MaskSource, i: int, checks: ScanChecks) -> ScanOutcome:
     """Sample ``i``'s scan outcome, or the reason it is bad (without its path, which the report names)."""
     try:
-        return scan_one(source, i, num_classes, ignore_index)
+        return scan_one(source, i, checks)
     except WeightmapsError as exc:
         return without_path(str(exc), source.samples[i].path)
 
 
 def _scan_on_threads(
-    source: MaskSource, indices: range, num_classes: int | None, ignore_index: int | None, threads: int
+    source: MaskSource, indices: range, checks: ScanChecks, threads: int
 ) -> Iterator[tuple[int, ScanOutcome]]:
     with cf.ThreadPoolExecutor(threads, thread_name_prefix="weightmaps-scan") as pool:
         def one(i: int) -> ScanOutcome:
-            return scan_or_problem(source, i, num_classes, ignore_index)
+            return scan_or_problem(source, i, checks)
 
         for i, future in bounded_map(pool, one, indices, threads * _SCAN_WINDOW_PER_THREAD):
             yield i, future.result()
@@ -289,12 +309,12 @@ def _init_scan_worker(source: MaskSource, driver: int) -> None:
     exit_with_driver(driver)
 
 
-def _scan_chunk(indices: range, num_classes: int | None, ignore_index: int | None) -> list[ScanOutcome]:
-    return [scan_or_problem(_SCAN_SOURCE, i, num_classes, ignore_index) for i in indices]
+def _scan_chunk(indices: range, checks: ScanChecks) -> list[ScanOutcome]:
+    return [scan_or_problem(_SCAN_SOURCE, i, checks) for i in indices]
 
 
 def _scan_on_processes(
-    source: MaskSource, indices: range, num_classes: int | None, ignore_index: int | None, processes: int
+    source: MaskSource, indices: range, checks: ScanChecks, processes: int
 ) -> Iterator[tuple[int, ScanOutcome]]:
     chunks = [indices[start:start + _SCAN_CHUNK] for start in range(0, len(indices), _SCAN_CHUNK)]
     if not chunks:
@@ -303,7 +323,7 @@ def _scan_on_processes(
         min(processes, len(chunks)), mp_context=process_context(),
         initializer=_init_scan_worker, initargs=(source, os.getpid()),
     ) as pool:
-        futures = {pool.submit(_scan_chunk, c, num_classes, ignore_index): c for c in chunks}
+        futures = {pool.submit(_scan_chunk, c, checks): c for c in chunks}
         for future in cf.as_completed(futures):
             yield from zip(futures[future], future.result(), strict=True)
 

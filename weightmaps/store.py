@@ -15,7 +15,8 @@ Workers never touch the root attributes either (two read-modify-writes of one ``
 an update): each finished shard gets its own small marker file instead, written atomically after
 the shard data is on disk. A marker is the proof that its shard is complete (a killed run resumes
 from the shards without one) and the only thing a worker writes besides its shard. `finalize`,
-run once by the driver, gathers the markers into the root attributes and consolidates metadata.
+run once by the driver, gathers the markers into the root attributes in one atomic rewrite of the
+root ``zarr.json`` (metadata is consolidated when the store is created: the arrays never change).
 
 Markers live inside each array's directory rather than in a top-level ``_markers/`` folder because
 zarr lists every entry of a group directory when consolidating and warns about anything that is not
@@ -70,6 +71,8 @@ SHARD_TARGET_BYTES = 16 * 2**20
 MAX_SAMPLES_PER_SHARD = 1024
 DTYPES = ("float32", "float16")
 _KEY = "weightmaps"  # root attribute holding everything we record
+# An old store being deleted by overwrite is renamed to this (in the same folder) first.
+_DELETING_PREFIX = ".{name}.weightmaps-deleting-"
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,17 @@ def _remove_old_store(path: Path) -> None:
             f"{path} exists and is not a weightmaps store; refusing to delete it with overwrite. "
             "Choose another output path or remove it yourself."
         )
-    shutil.rmtree(path)
+    # Renamed aside first (atomic), then deleted: a run killed while deleting a large store
+    # leaves a recognisable hidden folder (removed by the next run), not half a store.
+    aside = path.parent / f"{_DELETING_PREFIX.format(name=path.name)}{uuid.uuid4().hex}"
+    os.rename(path, aside)
+    shutil.rmtree(aside)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Folders of earlier overwrites of ``path`` that were killed while deleting."""
+    for leftover in path.parent.glob(f"{_DELETING_PREFIX.format(name=path.name)}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def create_store(
@@ -216,7 +229,7 @@ def create_store(
         What the maps are made with (their dtype, the class weights, ...); recorded, and
         compared on resume.
     class_counts, fingerprint
-        Recorded in the root attributes; ``fingerprint`` is checked on resume.
+        Recorded in the root attributes (the fingerprint: the inputs' ids, sizes and mtimes).
     samples_per_shard : int, optional
         Samples per shard (the unit of writing). Default: about 16 MiB uncompressed per shard,
         between 1 and 1024 and at most the group size.
@@ -252,6 +265,7 @@ def create_store(
     if compression not in ("zstd", None):
         raise WeightmapsError(f"compression: {compression!r} is not supported, use 'zstd' or None")
     groups = shard_plan(shapes, dtype, samples_per_shard)
+    _remove_leftovers(path)
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise StoreExistsError(
@@ -294,12 +308,15 @@ def create_store(
             compressors=ZstdCodec(level=1) if compression else None,
             attributes={"positions": list(g.positions)},
         )
+    # The arrays' metadata never changes after this: consolidate it now, so that finishing the
+    # store later is one atomic rewrite of the root zarr.json (see _write_meta).
+    with warnings.catch_warnings():  # we write consolidated metadata on purpose
+        warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(path)
     return StoreWriter(path, meta)
 
 
-def _differences(
-    meta: dict[str, Any], *, ids: list[str], shapes: list[tuple[int, ...]], params: MapParams, fingerprint: str
-) -> list[str]:
+def _differences(meta: dict[str, Any], *, ids: list[str], shapes: list[tuple[int, ...]], params: MapParams) -> list[str]:
     diffs = MapParams.from_json(meta.get("params", {})).differences(params)
     old_ids = meta.get("ids", [])
     if old_ids != ids:
@@ -318,11 +335,6 @@ def _differences(
                 f"shapes: sample {ids[bad]!r} is {old_shapes.get(bad)} in the store, "
                 f"{shapes[bad]} in this run"
             )
-    if meta.get("fingerprint") != fingerprint:
-        diffs.append(
-            f"input fingerprint: store has {meta.get('fingerprint')!r}, this run {fingerprint!r} "
-            "(the input files changed)"
-        )
     return diffs
 
 
@@ -332,17 +344,19 @@ def resume_store(
     ids: Sequence[str],
     shapes: Sequence[Sequence[int]],
     params: MapParams,
-    fingerprint: str,
 ) -> StoreWriter:
     """Reopen a partly written store to finish it; refuses if this run differs from the store's.
+
+    The ids, shapes and parameters must match; whether the masks behind the written shards are
+    still the same is the caller's to check, against :meth:`StoreWriter.recorded_digests` (the
+    pipeline's resume compares them with the scan's).
 
     The class counts and weights are the store's (``writer.class_counts`` / ``.class_weights``),
     so a resumed run need not recount. `StoreWriter.pending` lists the shards without a marker.
 
     Examples
     --------
-    >>> w = resume_store(out, ids=ids, shapes=shapes, params=params,     # doctest: +SKIP
-    ...                  fingerprint=source.fingerprint())
+    >>> w = resume_store(out, ids=ids, shapes=shapes, params=params)     # doctest: +SKIP
     >>> for task in w.pending(): ...                                      # doctest: +SKIP
     """
     path = Path(path)
@@ -362,7 +376,6 @@ def resume_store(
         ids=[str(i) for i in ids],
         shapes=[tuple(int(n) for n in s) for s in shapes],
         params=params,
-        fingerprint=str(fingerprint),
     )
     if diffs:
         raise ResumeMismatchError(str(path), diffs)
@@ -531,12 +544,43 @@ class StoreWriter(_StoreInfo):
             "report": _json_roundtrip(dict(report), "report"),
             "complete": True,
         }
-        root = zarr.open_group(self.path, mode="r+", use_consolidated=False)
-        root.attrs[_KEY] = meta
+        _write_meta(self.path, meta)  # all or nothing: a full disk here leaves the store incomplete
         self._meta = meta
-        with warnings.catch_warnings():  # we write consolidated metadata on purpose
-            warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
-            zarr.consolidate_metadata(self.path)
+
+    def recorded_digests(self) -> dict[str, str]:
+        """The mask digest recorded for every sample whose shard is written (from the markers)."""
+        digests: dict[str, str] = {}
+        for t in self.tasks():
+            try:
+                with open(marker_path(self.path, t.group, t.shard), encoding="utf-8") as f:
+                    marker = json.load(f)
+            except FileNotFoundError:
+                continue
+            digests.update(zip(marker["ids"], marker["digests"], strict=True))
+        return digests
+
+    def reopen(self, tasks: Sequence[ShardTask]) -> None:
+        """Mark shards to be computed again: the store is incomplete first, then their markers go."""
+        if self._meta.get("complete"):
+            meta = {**self._meta, "complete": False, "report": None}
+            meta.pop("digests", None)
+            _write_meta(self.path, meta)
+            self._meta = meta
+        for t in tasks:
+            marker_path(self.path, t.group, t.shard).unlink(missing_ok=True)
+
+
+def _write_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Replace the store's root attributes in one atomic step (the root zarr.json, rewritten aside).
+
+    zarr rewrites a zarr.json in place; a full disk or a kill in the middle would leave it half
+    written, and the store unreadable. Here the old file stays whole until the new one is.
+    """
+    root_file = path / "zarr.json"
+    with open(root_file, encoding="utf-8") as f:
+        root = json.load(f)
+    root.setdefault("attributes", {})[_KEY] = meta
+    _atomic_write_json(root_file, root)
 
 
 def marker_path(store: Path, group: int, shard: int) -> Path:

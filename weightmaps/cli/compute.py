@@ -47,6 +47,8 @@ from weightmaps.cli.options import (
 @click.option("--max-weight", type=click.FloatRange(min=0, min_open=True), default=None, metavar="W",
               help="Clip every class weight to at most W (recorded in the store), e.g. to fit float16.")
 @click.option("--resume", is_flag=True, help="Complete an interrupted run (refused if parameters or inputs changed).")
+@click.option("--recompute-changed", is_flag=True,
+              help="With --resume: compute again the shards whose masks changed, instead of refusing.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; write nothing.")
 @click.option("--skip-bad", is_flag=True, help="Record bad inputs in the store's report and go on.")
@@ -75,6 +77,8 @@ def compute_cmd(inputs: str, out: str, resume: bool, overwrite: bool, progress: 
 
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite exclude each other")
+    if options.get("recompute_changed") and not resume:
+        raise click.UsageError("--recompute-changed applies to --resume")
     if dask_workers is not None and scheduler is not None:
         raise click.UsageError("--dask-workers and --scheduler exclude each other")
     if options.get("workers") is not None and (dask_workers is not None or scheduler is not None):
