@@ -286,3 +286,17 @@ def test_max_weight_is_recorded(data: Path, tmp_path: Path) -> None:
     assert code == 0, err
     ws = open_store(tmp_path / "w.zarr")
     assert ws.params.max_weight == 0.75 and max(ws.class_weights.values()) == 0.75
+
+
+def test_preview_to_an_unknown_format_is_a_usage_error(data: Path, tmp_path: Path) -> None:
+    code, _, err = run("preview", next((data / "masks").iterdir()), "--sigma", "2", "--out", tmp_path / "x.xyz")
+    assert code == 2 and "name the figure format by its suffix" in err and "png" in err
+    assert not (tmp_path / "x.xyz").exists()
+
+
+def test_cli_messages_name_flags_not_python_arguments(tmp_path: Path) -> None:
+    (tmp_path / "masks").mkdir()
+    np.save(tmp_path / "masks" / "a.npy", np.zeros((4, 4), np.float32))  # a float mask: bad input
+    np.save(tmp_path / "masks" / "b.npy", np.eye(4, dtype=np.uint8))
+    code, _, err = run("compute", tmp_path / "masks", "--out", tmp_path / "w.zarr", "--sigma", "1", "--no-progress")
+    assert code == 2 and "--skip-bad" in err and "skip_bad=True" not in err

@@ -555,3 +555,27 @@ def test_mask_digest_distinguishes_shape_dtype_and_content() -> None:
     b[1, 2] = 1
     assert d != mask_digest(b)
     assert mask_digest(np.zeros((0, 4), np.uint8)) != mask_digest(np.zeros((4, 0), np.uint8))
+
+
+def test_directory_links_one_rule_for_directories_and_globs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Linked directories are followed, every real directory read once; a loop is cut, said once."""
+    import logging
+
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    (root / "c").mkdir()
+    np.save(root / "a" / "x.npy", np.zeros((4, 4), np.uint8))
+    np.save(root / "c" / "y.npy", np.ones((4, 4), np.uint8))
+    (root / "a" / "loop").symlink_to(root / "a", target_is_directory=True)  # a loop
+    (root / "b").symlink_to(root / "a", target_is_directory=True)  # a second way into a
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    np.save(outside / "z.npy", np.ones((4, 4), np.uint8))
+    (root / "linked").symlink_to(outside, target_is_directory=True)  # a linked directory: followed
+    for spec in (str(root), str(root / "**" / "*.npy")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="weightmaps"):
+            ids = open_source(spec).ids
+        assert ids == ["a/x", "c/y", "linked/z"], spec
+        warnings = [r for r in caplog.records if "loops cut" in r.getMessage()]
+        assert len(warnings) == 1, spec

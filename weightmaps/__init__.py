@@ -4,42 +4,58 @@
 
 φ balances the classes over the training set, δ discounts pixels near label edges, where labels
 are uncertain. See README.md and ARCHITECTURE.md.
+
+The names below are imported on first use (PEP 562): ``import weightmaps`` costs nothing until
+then, so the command line starts fast and a Ctrl-C while it starts is a clean exit.
 """
 
-from weightmaps._version import __version__
-from weightmaps.backend import DEVICES, Backend, get_backend
-from weightmaps.classweights import SCHEMES, class_counts, class_weights, count_labels
-from weightmaps.engine import distance_to_edges, edge_mask, uncertainty, weight_map
-from weightmaps.errors import (
-    BadInputError,
-    IncompleteRunError,
-    ResumeMismatchError,
-    StoreExistsError,
-    WeightmapsError,
-)
-from weightmaps.pipeline import ComputeResult, compute
-from weightmaps.store import WeightStore, open_store
+from __future__ import annotations
 
-__all__ = [
-    "DEVICES",
-    "SCHEMES",
-    "Backend",
-    "BadInputError",
-    "ComputeResult",
-    "IncompleteRunError",
-    "ResumeMismatchError",
-    "StoreExistsError",
-    "WeightStore",
-    "WeightmapsError",
-    "__version__",
-    "class_counts",
-    "class_weights",
-    "compute",
-    "count_labels",
-    "distance_to_edges",
-    "edge_mask",
-    "get_backend",
-    "open_store",
-    "uncertainty",
-    "weight_map",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from weightmaps._version import __version__
+
+if TYPE_CHECKING:
+    from weightmaps.backend import DEVICES, Backend, get_backend
+    from weightmaps.classweights import SCHEMES, class_counts, class_weights, count_labels
+    from weightmaps.engine import distance_to_edges, edge_mask, uncertainty, weight_map
+    from weightmaps.errors import (
+        BadInputError,
+        IncompleteRunError,
+        ResumeMismatchError,
+        StoreExistsError,
+        StoreLockedError,
+        WeightmapsError,
+    )
+    from weightmaps.params import MapParams
+    from weightmaps.pipeline import ComputeResult, compute
+    from weightmaps.store import WeightStore, open_store
+
+# Public name -> the module that defines it.
+_HOMES = {
+    "DEVICES": "backend", "Backend": "backend", "get_backend": "backend",
+    "SCHEMES": "classweights", "class_counts": "classweights", "class_weights": "classweights",
+    "count_labels": "classweights",
+    "distance_to_edges": "engine", "edge_mask": "engine", "uncertainty": "engine", "weight_map": "engine",
+    "BadInputError": "errors", "IncompleteRunError": "errors", "ResumeMismatchError": "errors",
+    "StoreExistsError": "errors", "StoreLockedError": "errors", "WeightmapsError": "errors",
+    "MapParams": "params",
+    "ComputeResult": "pipeline", "compute": "pipeline",
+    "WeightStore": "store", "open_store": "store",
+}
+
+__all__ = sorted([*_HOMES, "__version__"], key=lambda name: (not name.isupper(), name.lower()))
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'weightmaps' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"weightmaps.{home}"), name)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import multiprocessing
 import multiprocessing.context
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -52,11 +53,25 @@ def process_context() -> multiprocessing.context.BaseContext:
 
 
 def start_process_server() -> None:
-    """Start the forkserver now, so that its interpreter start and imports overlap other work."""
-    if process_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
+    """Start the forkserver now, so that its interpreter start and imports overlap other work.
 
+    It starts with Ctrl-C ignored: a Ctrl-C (sent to the whole process group) during its first
+    second of imports used to print a KeyboardInterrupt traceback from it, and the workers it forks
+    inherit the same, so the driver alone handles the interrupt and lets each worker finish the
+    shard it is writing. Every pool calls this before its first task.
+    """
+    if process_context().get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    if threading.current_thread() is not threading.main_thread():
+        forkserver.ensure_running()  # signal dispositions can only be set from the main thread
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited through exec
+    try:
         forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def exit_with_driver(driver: int) -> None:

@@ -447,7 +447,7 @@ def _check_unchanged(writer: StoreWriter, scanned: ScanResult, recompute_changed
         shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
         raise ResumeMismatchError(str(writer.path), [
             f"the masks of {len(changed)} sample(s) changed since their maps were written: {shown} "
-            "(recompute just their shards with recompute_changed=True, --recompute-changed)"
+            "(recompute just their shards with recompute_changed=True (--recompute-changed))"
         ])
     positions = {i for i, sid in enumerate(writer.ids) if sid in changed}
     stale = [t for t in writer.tasks() if positions.intersection(t.sample_indices)]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from weightmaps._concurrency import bounded_map, exit_with_driver, process_context
+from weightmaps._concurrency import bounded_map, exit_with_driver, process_context, start_process_server
 from weightmaps.backend import Backend, get_backend, is_cupy_array
 from weightmaps.engine import StageTimer, untimed as _untimed
 from weightmaps.errors import WeightmapsError
@@ -177,6 +177,7 @@ def run_processes(
             on_done(run_shard(task, source, writer, settings))
         return
     workers = min(workers, len(tasks))
+    start_process_server()
     with cf.ProcessPoolExecutor(
         workers, mp_context=process_context(), initializer=_init_worker,
         initargs=(source, writer, settings, os.getpid()),

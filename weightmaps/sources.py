@@ -16,6 +16,7 @@ Sample ids are the file's path relative to the input root, without its extension
 from __future__ import annotations
 
 import glob
+import logging
 import hashlib
 import json
 import os
@@ -50,6 +51,8 @@ __all__ = [
     "open_image_source",
     "open_source",
 ]
+
+log = logging.getLogger("weightmaps")
 
 LIST_SUFFIXES = (".txt", ".lst")
 """Suffixes of text files that list mask (or image) paths, one per line."""
@@ -326,10 +329,12 @@ def open_source(
 
         - a directory, walked recursively for files with a suffix in
           :data:`~weightmaps.readers.MASK_SUFFIXES` (hidden files and directories, whose name
-          starts with ".", are skipped; symlinked directories are not followed); the root is the
-          directory;
+          starts with ".", are skipped); the root is the directory;
         - a glob string such as ``"data/**/*.png"`` (``**`` recurses); the root is the pattern's
           non-magic prefix directory (``data``);
+        - either way, linked directories are followed and every real directory is read once, by
+          the first path that reaches it (shallowest, then in name order): loops are cut, with
+          one warning;
         - a text file (``.txt`` / ``.lst``) listing paths, one per line, relative to the list
           file's folder; blank lines and lines starting with ``#`` are ignored; the root is the
           common parent of the listed files;
@@ -457,8 +462,8 @@ def _path_source(spec: str, kind: _Kind) -> _Found:
         _check_file(path, kind)
         return _file_source([path], os.path.dirname(os.path.abspath(path)), spec)
     if _GLOB_MAGIC & set(spec):
-        matches = sorted(glob.glob(path, recursive=True))
-        files = [m for m in matches if os.path.isfile(m) and file_suffix(m) in kind.suffixes]
+        matches = glob.glob(path, recursive=True)
+        files = _each_directory_once(m for m in matches if os.path.isfile(m) and file_suffix(m) in kind.suffixes)
         if not files:
             raise WeightmapsError(f"{spec}: the glob matched no {kind.noun} files")
         return _file_source(files, _glob_root(path), spec)
@@ -526,12 +531,47 @@ def _open_zarr_array(path: str) -> zarr.Array:
         raise WeightmapsError(f"{path}: cannot open as a zarr array: {e}") from e
 
 
+# Directory links, one rule for a directory input and a glob alike: followed, each real directory
+# read once, by the first path that reaches it (shallowest, then in name order); loops are cut.
+
+
 def _walk(root: str, suffixes: tuple[str, ...]) -> Iterable[str]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    seen = {os.path.realpath(root)}
+    cut: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        kept = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real in seen:
+                cut.append(os.path.join(dirpath, d))
+            else:
+                seen.add(real)
+                kept.append(d)
+        dirnames[:] = kept
         for name in sorted(filenames):
             if not name.startswith(".") and file_suffix(name) in suffixes:
                 yield os.path.join(dirpath, name)
+    _say_cut(cut)
+
+
+def _each_directory_once(files: Iterable[str]) -> list[str]:
+    """A glob's matches with every real directory's files taken once (globs follow links, loops too)."""
+    chosen: dict[tuple[str, str], str] = {}
+    cut = []
+    for f in sorted(files, key=lambda f: (len(Path(f).parts), f)):
+        key = (os.path.realpath(os.path.dirname(f) or "."), os.path.basename(f))
+        if key in chosen:
+            cut.append(os.path.dirname(f))
+        else:
+            chosen[key] = f
+    _say_cut(sorted(set(cut)))
+    return sorted(chosen.values())
+
+
+def _say_cut(paths: Sequence[str]) -> None:
+    if paths:
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        log.warning("%d path(s) reach a directory already read through a link (loops cut): %s", len(paths), shown)
 
 
 def _read_list_file(list_path: str, kind: _Kind) -> list[str]:

@@ -19,7 +19,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from weightmaps._concurrency import bounded_map, default_threads, exit_with_driver, process_context
+from weightmaps._concurrency import (
+    bounded_map,
+    default_threads,
+    exit_with_driver,
+    process_context,
+    start_process_server,
+)
 from weightmaps.classweights import add_counts, add_image_pixels, count_labels
 from weightmaps.errors import BadInputError, WeightmapsError
 from weightmaps.readers import mask_digest
@@ -319,6 +325,7 @@ def _scan_on_processes(
     chunks = [indices[start:start + _SCAN_CHUNK] for start in range(0, len(indices), _SCAN_CHUNK)]
     if not chunks:
         return
+    start_process_server()
     with cf.ProcessPoolExecutor(
         min(processes, len(chunks)), mp_context=process_context(),
         initializer=_init_scan_worker, initargs=(source, os.getpid()),

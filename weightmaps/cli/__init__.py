@@ -7,20 +7,37 @@ stderr, results to stdout.
 
 from __future__ import annotations
 
-import logging
 import os
+import signal
 import sys
-from typing import Any
+import threading
 
-import click
 
-from weightmaps import __version__
-from weightmaps.cli.compute import compute_cmd
-from weightmaps.cli.info import info_cmd
-from weightmaps.cli.options import configure_logging
-from weightmaps.cli.preview import preview_cmd
-from weightmaps.cli.stats import stats_cmd
-from weightmaps.errors import WeightmapsError
+def _interrupted_while_starting(signum: int, frame: object) -> None:
+    sys.stderr.write("Interrupted.\n")
+    os._exit(130)  # nothing was written yet; a traceback from the middle of an import helps no one
+
+
+# A Ctrl-C while the command line is still importing (click, numpy) ends it quietly; the
+# commands' own interrupts are handled by WeightmapsGroup.invoke below.
+_starting = threading.current_thread() is threading.main_thread()
+_previous_handler = signal.signal(signal.SIGINT, _interrupted_while_starting) if _starting else None
+
+import logging  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from weightmaps import __version__  # noqa: E402
+from weightmaps.cli.compute import compute_cmd  # noqa: E402
+from weightmaps.cli.info import info_cmd  # noqa: E402
+from weightmaps.cli.options import cli_words, configure_logging  # noqa: E402
+from weightmaps.cli.preview import preview_cmd  # noqa: E402
+from weightmaps.cli.stats import stats_cmd  # noqa: E402
+from weightmaps.errors import WeightmapsError  # noqa: E402
+
+if _starting:
+    signal.signal(signal.SIGINT, _previous_handler)
 
 __all__ = ["main"]
 
@@ -39,7 +56,7 @@ class WeightmapsGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except WeightmapsError as exc:
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {cli_words(str(exc))}", err=True)
             ctx.exit(EXIT_BAD_INPUT)
         except BrokenPipeError:
             # stdout was closed early (`weightmaps info w.zarr | head`): stop quietly. Point stdout
@@ -53,7 +70,7 @@ class WeightmapsGroup(click.Group):
         except Exception as exc:
             if log.isEnabledFor(logging.DEBUG):
                 log.exception("failed")
-            click.echo(f"Error: {type(exc).__name__}: {exc} (run with -vv for the traceback)", err=True)
+            click.echo(f"Error: {type(exc).__name__}: {cli_words(str(exc))} (run with -vv for the traceback)", err=True)
             ctx.exit(EXIT_FAILURE)
 
 

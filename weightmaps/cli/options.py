@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -73,6 +74,22 @@ device_opt = click.option(
 )
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+# Library messages name an option the library's way and the command line's: `skip_bad=True
+# (--skip-bad)`, `max_weight (--max-weight)`. The CLI keeps the flag alone: a CLI user types flags.
+_BOTH_SPELLINGS = re.compile(r"\b\w+=?\w* \((--[a-z][\w-]*)\)")
+
+
+def cli_words(message: str) -> str:
+    """A library message as a command-line user reads it.
+
+    Examples
+    --------
+    >>> cli_words("skip them with skip_bad=True (--skip-bad); or cap them with max_weight (--max-weight)")
+    'skip them with --skip-bad; or cap them with --max-weight'
+    """
+    return _BOTH_SPELLINGS.sub(r"\1", message)
 
 
 def echo_json(value: Any) -> None:

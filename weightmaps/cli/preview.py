@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,25 @@ def _display_image(image: Any, mask_shape: tuple[int, ...], path: str) -> Any:
     return np.clip((image - low) / (high - low if high > low else 1.0), 0, 1)
 
 
+def _check_figure_suffix(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The figure format is named by the file's suffix: one matplotlib can write (bad usage: exit 2)."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return value  # the command says what to install
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if os.path.splitext(value)[1].lower().lstrip(".") not in formats:
+        raise click.BadParameter(f"{value!r}: name the figure format by its suffix, one of {', '.join(formats)}")
+    return value
+
+
 @click.command("preview")
 @click.argument("mask", metavar="MASK", type=click.Path(exists=True, dir_okay=False))
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The image the mask labels, drawn under the mask.")
 @sigma_opt
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Figure file (.png, .pdf, .svg).")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), callback=_check_figure_suffix,
+              help="Figure file; its suffix names the format (.png, .pdf, .svg, ...).")
 @class_weights_opt
 @click.option("--class-weights-from", metavar="STORE", default=None, help="Use a store's class weights.")
 @ignore_index_opt
