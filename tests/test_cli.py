@@ -232,8 +232,36 @@ def test_info_incomplete_store(data: Path, tmp_path: Path) -> None:
         compute(data / "masks", out, sigma=2, device="cpu", workers=1, samples_per_shard=4,
                 progress=stop_after_first_shard)
     code, stdout, _ = run("info", out)
-    assert code == 0
+    assert code == 1  # scripts test for a finished store by the exit status
     assert "INCOMPLETE: 4 of 12 maps written" in stdout
+    code, stdout, _ = run("info", out, "--json")
+    assert code == 1 and json.loads(stdout)["complete"] is False
+
+
+def test_info_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    """`weightmaps info STORE | head -1` with more output than a pipe holds: no traceback."""
+    import shlex
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    np.save(masks / "good.npy", np.eye(8, dtype=np.uint8))
+    for i in range(1500):  # each skipped input is a line of `info`: ~150 kB, more than a pipe holds
+        (masks / f"broken_{i:04d}_with_a_rather_long_name_to_make_the_line_longer.npy").write_bytes(b"not numpy")
+    code, _, err = run("compute", masks, "--out", tmp_path / "w.zarr", "--sigma", "1", "--skip-bad", "--no-progress",
+                       "--device", "cpu", "--workers", "1")
+    assert code == 0, err
+    cli = f"{shlex.quote(sys.executable)} -c 'import sys; from weightmaps.cli import main; sys.exit(main())'"
+    proc = subprocess.run(["bash", "-c", f"{cli} info {shlex.quote(str(tmp_path / 'w.zarr'))} | head -1"],
+                          capture_output=True, text=True, timeout=120)
+    assert "1 weight maps, complete" in proc.stdout
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+def test_a_single_spacing_applies_to_every_axis(data: Path, tmp_path: Path) -> None:
+    code, _, err = run("compute", data / "masks", "--out", tmp_path / "w.zarr", "--sigma", "2", "--spacing", "0.5",
+                       "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert open_store(tmp_path / "w.zarr").params.spacing == (0.5, 0.5)
 
 
 def test_preview_writes_a_png(data: Path, tmp_path: Path) -> None:

@@ -14,13 +14,12 @@ import zarr
 from PIL import Image
 
 from weightmaps import weight_map
-from weightmaps.errors import WeightmapsError
-from weightmaps.errors import BadInputError, ResumeMismatchError
-from weightmaps.pipeline import ComputeResult, compute
-from weightmaps.sample_data import make_masks, write_dataset
-from weightmaps.readers import read_mask
-from weightmaps.sources import open_source
 from weightmaps.classweights import resolve_class_weights
+from weightmaps.errors import BadInputError, ResumeMismatchError, WeightmapsError
+from weightmaps.pipeline import ComputeResult, compute
+from weightmaps.readers import read_mask
+from weightmaps.sample_data import make_masks, write_dataset
+from weightmaps.sources import open_source
 from weightmaps.stats import scan
 from weightmaps.store import open_store
 
@@ -586,3 +585,52 @@ def test_a_complete_store_whose_mask_changed_is_refused_then_recomputed(tmp_path
                     samples_per_shard=2)
     _assert_same_store(Path(fresh.store), out)
 
+
+
+def test_skip_bad_covers_what_discovery_leaves_out_and_all_of_it_is_listed(tmp_path: Path) -> None:
+    """A dangling link, two files of one id, a list file's missing lines: bad inputs like any other."""
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for i, mask in enumerate(make_masks(3, (24, 32), num_classes=3, seed=5)):
+        np.save(folder / f"good{i}.npy", mask)
+    np.save(folder / "twin.npy", np.zeros((24, 32), np.uint8))
+    Image.fromarray(np.zeros((24, 32), np.uint8)).save(folder / "twin.png")
+    (folder / "gone.npy").symlink_to(tmp_path / "nowhere.npy")
+    with pytest.raises(BadInputError) as info:
+        compute(folder, tmp_path / "w.zarr", sigma=2.0, device="cpu", workers=1)
+    reasons = {Path(b.path).name: b.reason for b in info.value.bad}
+    assert set(reasons) == {"gone.npy", "twin.npy", "twin.png"}
+    assert "which does not exist" in reasons["gone.npy"] and "duplicate sample id 'twin'" in reasons["twin.png"]
+    assert not (tmp_path / "w.zarr").exists()
+    result = compute(folder, tmp_path / "w.zarr", sigma=2.0, device="cpu", workers=1, skip_bad=True)
+    store = open_store(result.store)
+    assert store.ids == ["good0", "good1", "good2"] and result.n_bad == 3 and store.complete
+    assert {Path(b["path"]).name for b in store.report["bad"]} == {"gone.npy", "twin.npy", "twin.png"}
+    # Every missing line of a list file, not the first one only.
+    listing = tmp_path / "train.txt"
+    listing.write_text("masks/good0.npy\nmasks/missing1.npy\nmasks/good1.npy\nmasks/missing2.npy\n")
+    with pytest.raises(BadInputError) as info:
+        compute(listing, tmp_path / "l.zarr", sigma=2.0, device="cpu", workers=1)
+    assert [b.id for b in info.value.bad] == [f"{listing}:2", f"{listing}:4"]
+    assert compute(listing, tmp_path / "l.zarr", sigma=2.0, device="cpu", workers=1, skip_bad=True).n_samples == 2
+
+
+def test_float_labels_accepts_whole_numbers_and_names_the_first_other_value(tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    folder = tmp_path / "nifti"
+    folder.mkdir()
+    labels = make_masks(2, (12, 16, 10), num_classes=3, seed=1)
+    for i, volume in enumerate(labels):
+        nib.save(nib.Nifti1Image(volume.astype(np.float32), np.diag([2.0, 1.0, 1.0, 1.0])), folder / f"v{i}.nii.gz")
+    with pytest.raises(BadInputError, match="non-integer mask .*--float-labels"):
+        compute(folder, tmp_path / "w.zarr", sigma=2.0, device="cpu", workers=1)
+    result = compute(folder, tmp_path / "w.zarr", sigma=2.0, device="cpu", workers=1, float_labels=True)
+    store = open_store(result.store)
+    assert store.params.float_labels and store.params.spacing == (2.0, 1.0, 1.0)
+    expected = weight_map(labels[0], sigma=2.0, class_weights=store.class_weights, spacing=(2.0, 1.0, 1.0), device="cpu")
+    np.testing.assert_allclose(store["v0"], expected, rtol=1e-6)
+    broken = labels[1].astype(np.float32)
+    broken[3, 4, 5] = 1.5
+    nib.save(nib.Nifti1Image(broken, np.diag([2.0, 1.0, 1.0, 1.0])), folder / "v1.nii.gz")
+    with pytest.raises(BadInputError, match=r"v1\.nii\.gz: label 1\.5 at \(3, 4, 5\) is not a whole number"):
+        compute(folder, tmp_path / "x.zarr", sigma=2.0, device="cpu", workers=1, float_labels=True)

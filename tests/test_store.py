@@ -320,18 +320,27 @@ def test_pickled_writer_refuses_a_replaced_store(tmp_path: Path) -> None:
 
 
 def test_open_store_errors_and_info(tmp_path: Path) -> None:
-    with pytest.raises(WeightmapsError, match=r"nowhere\.zarr is not a weightmaps store"):
+    with pytest.raises(WeightmapsError, match=r"nowhere\.zarr does not exist"):
         open_store(tmp_path / "nowhere.zarr")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(WeightmapsError, match=r"plain is not a weightmaps store"):
+        open_store(tmp_path / "plain")
     ids, maps = _dataset([(6, 6)] * 3)
     writer = _create(tmp_path / "w.zarr", ids, maps)
     _write_all(writer, maps)
     writer.finalize({})
     store = open_store(tmp_path / "w.zarr")
-    with pytest.raises(WeightmapsError, match="'nope' is not in the store"):
+    with pytest.raises(KeyError, match="'nope' is not in the store") as missing:
         store["nope"]
+    assert isinstance(missing.value, WeightmapsError)
     with pytest.raises(IndexError):
         store[3]
-    assert "case/000" in store and "nope" not in store
+    for bad in (1.7, True, None):
+        with pytest.raises(TypeError, match="sample id .* or position"):
+            store[bad]
+    # `key in store` agrees with store[key]: ids and positions alike.
+    assert "case/000" in store and 0 in store and -3 in store and np.int64(2) in store
+    assert "nope" not in store and 3 not in store and 1.7 not in store and True not in store
     assert 0 < store.nbytes_on_disk() < 3 * 6 * 6 * 4 + 20_000
     # consolidated metadata lets readers open the hierarchy without listing directories
     assert zarr.open_group(tmp_path / "w.zarr", mode="r").metadata.consolidated_metadata is not None

@@ -68,11 +68,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from weightmaps.backend import cuda_device_count
-from weightmaps.errors import IncompleteRunError, WeightmapsError
+from weightmaps.errors import BadSample, IncompleteRunError, WeightmapsError
 from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.shards import ShardSettings, ShardTimes, run_shard
 from weightmaps.stats import (
-    BadSample,
     Progress,
     ScanChecks,
     ScanResult,
@@ -309,6 +308,7 @@ def scan_on_dask(
     ignore_index: int | None = None,
     num_classes: int | None = None,
     label_map: Mapping[int, int] | None = None,
+    float_labels: bool = False,
     skip_bad: bool = False,
     chunk_size: int | None = None,
     progress: Progress | None = None,
@@ -332,7 +332,7 @@ def scan_on_dask(
     """
     distributed = _dask()
     start = time.perf_counter()
-    source = open_inputs(inputs, label_map)
+    source = open_inputs(inputs, label_map, float_labels)
     n = len(source)
     if n == 0:
         raise WeightmapsError(f"no masks found in {source.description}")

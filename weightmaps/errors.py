@@ -24,20 +24,37 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from weightmaps.distributed import ShardFailure
-    from weightmaps.stats import BadSample
 
 __all__ = [
     "BadInputError",
+    "BadSample",
     "IncompleteRunError",
     "ResumeMismatchError",
+    "SampleNotFoundError",
     "StoreExistsError",
     "StoreLockedError",
     "WeightmapsError",
 ]
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """One bad input: its sample id (or where it was named), its file (None in a zarr array), why."""
+
+    id: str
+    path: str | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "reason": self.reason}
+
+    def __str__(self) -> str:
+        return f"{self.path if self.path is not None else self.id}: {self.reason}"
 
 
 class WeightmapsError(ValueError):
@@ -140,3 +157,10 @@ class StoreLockedError(WeightmapsError):
 
     def __reduce__(self) -> tuple[type[StoreLockedError], tuple[str, str, dict[str, Any]]]:
         return type(self), (self.store, self.lock, self.holder)
+
+
+class SampleNotFoundError(WeightmapsError, KeyError):
+    """A sample id that is not in the store: a ``KeyError`` as a mapping's, and a WeightmapsError."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # KeyError would quote the message

@@ -50,6 +50,8 @@ class MapParams:
         Whether bad inputs were skipped (and listed in the store's report).
     max_weight : float or None
         The cap the class weights were clipped to (``--max-weight``), if any.
+    float_labels : bool
+        Whether float masks of whole numbers were read as labels (``--float-labels``).
     kind : str
         The map kind, one of :data:`MAP_KINDS`.
 
@@ -71,6 +73,7 @@ class MapParams:
     num_classes: int | None = None
     skip_bad: bool = False
     max_weight: float | None = None
+    float_labels: bool = False
     kind: str = "bressan"
 
     def __post_init__(self) -> None:
@@ -96,6 +99,7 @@ class MapParams:
         set_(self, "skip_bad", bool(self.skip_bad))
         if self.max_weight is not None:
             set_(self, "max_weight", float(self.max_weight))
+        set_(self, "float_labels", bool(self.float_labels))
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`weightmaps.weight_map` these parameters fix."""
@@ -128,6 +132,8 @@ class MapParams:
         # parameters read back equal to a run with the same settings.
         if self.max_weight is not None:
             record["max_weight"] = self.max_weight
+        if self.float_labels:
+            record["float_labels"] = True
         if self.kind != "bressan":
             record["kind"] = self.kind
         return record
@@ -151,6 +157,7 @@ class MapParams:
                 num_classes=record.get("num_classes"),
                 skip_bad=record.get("skip_bad", False),
                 max_weight=record.get("max_weight"),
+                float_labels=record.get("float_labels", False),
                 kind=record.get("kind", "bressan"),
             )
         except (KeyError, TypeError, ValueError) as exc:

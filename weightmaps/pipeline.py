@@ -35,7 +35,7 @@ import numpy as np
 from weightmaps._concurrency import default_threads, start_process_server
 from weightmaps.backend import Backend, get_backend
 from weightmaps.engine import OUTPUT_DTYPES, class_weight_table
-from weightmaps.errors import ResumeMismatchError, StoreExistsError, WeightmapsError
+from weightmaps.errors import BadSample, ResumeMismatchError, StoreExistsError, WeightmapsError
 from weightmaps.lock import store_lock
 from weightmaps.params import MapParams
 from weightmaps.shards import (
@@ -46,7 +46,7 @@ from weightmaps.shards import (
     run_threads,
 )
 from weightmaps.classweights import resolve_class_weights
-from weightmaps.stats import BadSample, Progress, ScanResult, open_inputs, scan
+from weightmaps.stats import Progress, ScanResult, open_inputs, scan
 from weightmaps.validation import (
     check_connectivity,
     check_label_options,
@@ -158,6 +158,7 @@ def compute(
     workers: int | None = None,
     num_classes: int | None = None,
     label_map: Mapping[int, int] | None = None,
+    float_labels: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     dry_run: bool = False,
@@ -216,6 +217,9 @@ def compute(
         Labels must lie in ``[0, num_classes)`` (the ignore label excepted).
     label_map : mapping, optional
         Labels replaced when decoding, e.g. ``{255: 1}`` for 0/255 binary masks.
+    float_labels : bool
+        Accept float masks whose values are all whole numbers (NIfTI from imaging tools); any
+        other value is a bad input, named.
     resume : bool
         Complete an interrupted run; refused when the parameters changed, or when a mask whose
         map is written changed (the scan compares every mask's digest with the store's).
@@ -300,7 +304,7 @@ def compute(
 
     # Every check that can fail on the parameters runs before the scan (which may take an hour)
     # and so before any store exists; those that need the masks' dimensionality read one first.
-    source = open_inputs(inputs, label_map)
+    source = open_inputs(inputs, label_map, float_labels)
     _check_against_first_mask(source, spacing, connectivity)
 
     # 1. scan
@@ -330,7 +334,7 @@ def compute(
         sigma=sigma, class_weights=weights, class_weights_origin=weights_record, spacing=spacing_used,
         connectivity=connectivity, ignore_index=ignore_index, dtype=dtype,
         label_map=dict(label_map) if label_map else None,
-        num_classes=num_classes, skip_bad=skip_bad, max_weight=max_weight,
+        num_classes=num_classes, skip_bad=skip_bad, max_weight=max_weight, float_labels=float_labels,
     )
     # What the maps could come out as: never inf, never all 0 (before any store exists).
     check_weights_fit(params.class_weights, dtype)

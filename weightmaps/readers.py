@@ -77,7 +77,8 @@ def file_suffix(path: str) -> str:
 
 
 def read_mask(
-    path: str | os.PathLike[str], *, label_map: Mapping[int, int] | LabelMap | None = None
+    path: str | os.PathLike[str], *, label_map: Mapping[int, int] | LabelMap | None = None,
+    float_labels: bool = False,
 ) -> np.ndarray:
     """Read one mask file as a validated integer label array.
 
@@ -99,6 +100,9 @@ def read_mask(
         The mask file.
     label_map
         ``{source label: destination label}`` applied after reading; unmapped labels are kept.
+    float_labels
+        Accept a float mask (NIfTI from imaging tools often stores labels as floats) whose
+        values are all whole numbers, as integers; any other value is refused, named.
 
     Returns
     -------
@@ -125,7 +129,7 @@ def read_mask(
     path = os.fspath(path)
     lm = normalize_label_map(label_map)
     arr = _load(path, mask=True)
-    return validate_mask(arr, path, lm)
+    return validate_mask(arr, path, lm, float_labels=float_labels)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -264,7 +268,9 @@ def _nibabel(path: str) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def validate_mask(arr: np.ndarray, name: str, label_map: LabelMap | None = None) -> np.ndarray:
+def validate_mask(
+    arr: np.ndarray, name: str, label_map: LabelMap | None = None, *, float_labels: bool = False
+) -> np.ndarray:
     """Check a decoded mask and return it C-contiguous, native byte order, ``label_map`` applied.
 
     The checks of :func:`read_mask`, for an array that did not come from a file (a zarr sample).
@@ -277,6 +283,8 @@ def validate_mask(arr: np.ndarray, name: str, label_map: LabelMap | None = None)
         What the array is, for messages: its file, or ``store[i] (id ...)``.
     label_map
         From :func:`normalize_label_map`, or None.
+    float_labels
+        Accept a float array whose values are all whole numbers (see :func:`read_mask`).
 
     Raises
     ------
@@ -296,9 +304,12 @@ def validate_mask(arr: np.ndarray, name: str, label_map: LabelMap | None = None)
     """
     if arr.dtype == np.bool_:
         arr = arr.view(np.uint8)
+    if float_labels and np.issubdtype(arr.dtype, np.floating) and arr.ndim in (2, 3) and arr.size:
+        arr = _whole_numbers(arr, name)
     if not np.issubdtype(arr.dtype, np.integer):
         raise WeightmapsError(
             f"{name}: non-integer mask (dtype {arr.dtype}); store labels as integers"
+            + ("" if float_labels else ", or accept whole-number floats with float_labels (--float-labels)")
         )
     if arr.ndim not in (2, 3):
         raise WeightmapsError(
@@ -317,6 +328,20 @@ def validate_mask(arr: np.ndarray, name: str, label_map: LabelMap | None = None)
                 f"{name}: negative label {low}; labels must be >= 0 (remap it with label_map)"
             )
     return arr
+
+
+def _whole_numbers(arr: np.ndarray, name: str) -> np.ndarray:
+    """A float mask as integers, in the smallest integer dtype that holds its labels; the first
+    value that is no whole number (or not finite) is refused by name and position."""
+    whole = np.isfinite(arr) & (arr == np.round(arr))
+    if not whole.all():
+        where = tuple(int(i) for i in np.unravel_index(int(np.argmin(whole)), arr.shape))
+        raise WeightmapsError(f"{name}: label {arr[where].item()!r} at {where} is not a whole number (float labels)")
+    low, high = float(arr.min()), float(arr.max())
+    if high > 2.0**53:
+        raise WeightmapsError(f"{name}: label {high:g} is beyond the whole numbers a float holds exactly")
+    dtype = np.result_type(np.min_scalar_type(int(low)), np.min_scalar_type(int(high)))
+    return arr.astype(dtype)
 
 
 def normalize_label_map(label_map: Mapping[int, int] | LabelMap | None) -> LabelMap | None:

@@ -15,6 +15,7 @@ Sample ids are the file's path relative to the input root, without its extension
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import logging
 import hashlib
@@ -24,12 +25,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import zarr
 
-from weightmaps.errors import WeightmapsError
+from weightmaps.errors import BadInputError, BadSample, WeightmapsError
 from weightmaps.readers import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
@@ -117,6 +118,9 @@ class SampleSource(ABC):
         Sorted by id; ids are unique.
     description : str
         What the source was opened from, for messages and reports.
+    problems : tuple of BadSample
+        Inputs left out by discovery (a dangling link, a list file's missing line, two files of
+        one sample id): bad inputs, reported by the scan with its own.
     """
 
     def __init__(
@@ -125,9 +129,12 @@ class SampleSource(ABC):
         *,
         description: str,
         zarr_array: zarr.Array | str | None = None,
+        problems: Sequence[BadSample] = (),
     ) -> None:
         self.samples: list[SampleRef] = list(samples)
         self.description = description
+        # Inputs discovery left out, each a bad input for the scan to report (or skip_bad to skip).
+        self.problems: tuple[BadSample, ...] = tuple(problems)
         # A path (opened lazily, per process) or a zarr.Array handed to open_source.
         self._zarr_ref: zarr.Array | str | None = zarr_array
         self._zarr_cache: zarr.Array | None = (
@@ -244,10 +251,13 @@ class MaskSource(SampleSource):
         *,
         description: str,
         label_map: Mapping[int, int] | None = None,
+        float_labels: bool = False,
         zarr_array: zarr.Array | str | None = None,
+        problems: Sequence[BadSample] = (),
     ) -> None:
-        super().__init__(samples, description=description, zarr_array=zarr_array)
+        super().__init__(samples, description=description, zarr_array=zarr_array, problems=problems)
         self._label_map: LabelMap | None = normalize_label_map(label_map)
+        self.float_labels = bool(float_labels)
 
     @property
     def label_map(self) -> dict[int, int] | None:
@@ -271,8 +281,8 @@ class MaskSource(SampleSource):
         """
         ref = self.samples[i]
         if ref.path is not None:
-            return read_mask(ref.path, label_map=self._label_map)
-        return validate_mask(self._read_zarr_sample(i), self.describe(i), self._label_map)
+            return read_mask(ref.path, label_map=self._label_map, float_labels=self.float_labels)
+        return validate_mask(self._read_zarr_sample(i), self.describe(i), self._label_map, float_labels=self.float_labels)
 
 
 class ImageSource(SampleSource):
@@ -319,6 +329,8 @@ def open_source(
     inputs: str | os.PathLike[str] | zarr.Array | Sequence[str | os.PathLike[str]],
     *,
     label_map: Mapping[int, int] | None = None,
+    float_labels: bool = False,
+    on_problems: Literal["raise", "collect"] = "raise",
 ) -> MaskSource:
     """Collect the masks named by ``inputs``.
 
@@ -345,6 +357,14 @@ def open_source(
     label_map
         ``{source label: destination label}`` applied on every read, e.g. ``{255: 1}`` for 0/255
         binary PNGs. Unmapped labels are kept. Destination labels must be non-negative.
+    float_labels
+        Accept float masks whose values are all whole numbers (see
+        :func:`weightmaps.readers.read_mask`).
+    on_problems : {"raise", "collect"}
+        Inputs discovery must leave out (a dangling link, a list file's missing lines, files
+        sharing a sample id) raise one :class:`~weightmaps.errors.BadInputError` listing all of
+        them, or are kept in ``source.problems`` for the scan to report with its own bad inputs
+        (and ``skip_bad`` to skip).
 
     Returns
     -------
@@ -354,7 +374,7 @@ def open_source(
     Raises
     ------
     WeightmapsError
-        The input does not exist, holds no masks, or two files share an id (both are named).
+        The input does not exist or holds no masks; BadInputError for left-out inputs (above).
 
     Examples
     --------
@@ -368,12 +388,16 @@ def open_source(
     dtype('uint8')
     """
     normalize_label_map(label_map)  # validate early, with a clear message
-    found = _discover(inputs, _MASKS)
+    # With float_labels a zarr array of floats is accepted too; each sample is checked on read.
+    kind = dataclasses.replace(_MASKS, integer=False) if float_labels else _MASKS
+    found = _checked(_discover(inputs, kind), on_problems)
     return MaskSource(
         found.samples,
         description=found.description,
         label_map=label_map,
+        float_labels=float_labels,
         zarr_array=found.zarr_array,
+        problems=found.problems,
     )
 
 
@@ -408,16 +432,24 @@ def open_image_source(
     >>> open_image_source(root / "images").ids == open_source(root / "masks").ids
     True
     """
-    found = _discover(inputs, _IMAGES)
+    found = _checked(_discover(inputs, _IMAGES), "raise")
     return ImageSource(found.samples, description=found.description, zarr_array=found.zarr_array)
 
 
+def _checked(found: _Found, on_problems: str) -> _Found:
+    if found.problems and (on_problems == "raise" or not found.samples):
+        raise BadInputError(found.problems, len(found.samples) + len(found.problems))
+    return found
+
+
 class _Found(NamedTuple):
-    """What discovery found: the samples, a description, and the zarr array if any."""
+    """What discovery found: the samples, a description, the zarr array if any, and the inputs it
+    had to leave out (a dangling link, a list file's missing line, two files of one id)."""
 
     samples: list[SampleRef]
     description: str
     zarr_array: zarr.Array | str | None = None
+    problems: tuple[BadSample, ...] = ()
 
 
 def _discover(
@@ -429,11 +461,10 @@ def _discover(
         return _path_source(os.fspath(inputs), kind)
     if isinstance(inputs, Iterable):
         paths = [os.fspath(p) for p in inputs]
-        for p in paths:
-            _check_file(p, kind)
         if not paths:
             raise WeightmapsError(f"no {kind.noun} files: the input list is empty")
-        return _file_source(paths, _common_parent(paths), f"list of {len(paths)} paths")
+        good, problems = _checked_files(paths, kind)
+        return _file_source(good, _common_parent(paths), f"list of {len(paths)} paths", problems)
     raise WeightmapsError(
         f"inputs: expected a directory, glob, list file, zarr array or list of paths; "
         f"got {type(inputs).__name__}"
@@ -454,36 +485,64 @@ def _path_source(spec: str, kind: _Kind) -> _Found:
         if not files:
             suffixes = ", ".join(kind.suffixes)
             raise WeightmapsError(f"{spec}: no {kind.noun} files found (suffixes {suffixes})")
-        return _file_source(files, path, spec)
+        good, problems = _checked_files(files, kind)
+        return _file_source(good, path, spec, problems)
     if os.path.isfile(path):
         if file_suffix(path) in LIST_SUFFIXES:
-            files = _read_list_file(path, kind)
-            return _file_source(files, _common_parent(files), spec)
+            files, problems = _read_list_file(path, kind)
+            return _file_source(files, _common_parent(files or [path]), spec, problems)
         _check_file(path, kind)
         return _file_source([path], os.path.dirname(os.path.abspath(path)), spec)
     if _GLOB_MAGIC & set(spec):
-        matches = glob.glob(path, recursive=True)
-        files = _each_directory_once(m for m in matches if os.path.isfile(m) and file_suffix(m) in kind.suffixes)
+        matches = [m for m in glob.glob(path, recursive=True) if file_suffix(m) in kind.suffixes]
+        # A dangling link matches too (it names a file that is gone): a bad input, not nothing.
+        files = _each_directory_once(m for m in matches if os.path.isfile(m) or os.path.islink(m))
         if not files:
             raise WeightmapsError(f"{spec}: the glob matched no {kind.noun} files")
-        return _file_source(files, _glob_root(path), spec)
+        good, problems = _checked_files(files, kind)
+        return _file_source(good, _glob_root(path), spec, problems)
     raise WeightmapsError(f"{spec}: no such file or directory")
 
 
-def _file_source(files: Sequence[str], root: str, description: str) -> _Found:
+def _file_source(files: Sequence[str], root: str, description: str, problems: Sequence[BadSample] = ()) -> _Found:
+    """The samples of ``files`` (ids relative to ``root``); files sharing an id are all left out,
+    as bad inputs that name each other (which one is meant cannot be guessed)."""
     root = os.path.abspath(root)
-    refs = []
+    by_id: dict[str, list[str]] = {}
     for f in files:
         full = os.path.abspath(f)
         rel = Path(os.path.relpath(full, root)).as_posix()
-        refs.append(SampleRef(id=_strip_suffix(rel), path=full))
-    refs.sort(key=lambda r: (r.id, r.path))
-    for a, b in zip(refs, refs[1:]):
-        if a.id == b.id:
-            if a.path == b.path:
-                raise WeightmapsError(f"{a.path}: listed twice (sample id {a.id!r})")
-            raise WeightmapsError(f"duplicate sample id {a.id!r}: {a.path} and {b.path}")
-    return _Found(refs, description)
+        by_id.setdefault(_strip_suffix(rel), []).append(full)
+    refs, left_out = [], list(problems)
+    for sample_id, paths in sorted(by_id.items()):
+        if len(paths) == 1:
+            refs.append(SampleRef(id=sample_id, path=paths[0]))
+            continue
+        for path in sorted(set(paths)):
+            others = sorted(set(paths) - {path})
+            times = {2: "twice"}.get(paths.count(path), f"{paths.count(path)} times")
+            reason = (f"listed {times} (sample id {sample_id!r})" if not others
+                      else f"duplicate sample id {sample_id!r}: also {', '.join(others)}")
+            left_out.append(BadSample(sample_id, path, reason))
+    return _Found(refs, description, problems=tuple(left_out))
+
+
+def _checked_files(files: Sequence[str], kind: _Kind) -> tuple[list[str], list[BadSample]]:
+    """The files that exist and have a suffix of ``kind``, and a bad input for each other one."""
+    good, problems = [], []
+    for f in files:
+        try:
+            _check_file(f, kind)
+        except WeightmapsError as exc:
+            problems.append(BadSample(_strip_suffix(os.path.basename(f)), os.path.abspath(f), _reason(exc, f)))
+        else:
+            good.append(f)
+    return good, problems
+
+
+def _reason(exc: WeightmapsError, path: str) -> str:
+    message = str(exc)
+    return message[len(path) + 2:] if message.startswith(f"{path}: ") else message
 
 
 def _zarr_source(array: zarr.Array | str, kind: _Kind) -> _Found:
@@ -574,14 +633,15 @@ def _say_cut(paths: Sequence[str]) -> None:
         log.warning("%d path(s) reach a directory already read through a link (loops cut): %s", len(paths), shown)
 
 
-def _read_list_file(list_path: str, kind: _Kind) -> list[str]:
+def _read_list_file(list_path: str, kind: _Kind) -> tuple[list[str], list[BadSample]]:
+    """The files a list file names, and a bad input for each line naming none (all of them)."""
     base = os.path.dirname(os.path.abspath(list_path))
     try:
         with open(list_path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise WeightmapsError(f"{list_path}: cannot read the list file: {e}") from e
-    files = []
+    files, problems = [], []
     for lineno, line in enumerate(lines, start=1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
@@ -590,14 +650,17 @@ def _read_list_file(list_path: str, kind: _Kind) -> list[str]:
         try:
             _check_file(p, kind)
         except WeightmapsError as e:
-            raise WeightmapsError(f"{list_path}:{lineno}: {e}") from None
+            problems.append(BadSample(f"{list_path}:{lineno}", None, str(e)))  # "<list>:<line>: <file>: why"
+            continue
         files.append(p)
-    if not files:
+    if not files and not problems:
         raise WeightmapsError(f"{list_path}: the list file names no {kind.noun} files")
-    return files
+    return files, problems
 
 
 def _check_file(path: str, kind: _Kind) -> None:
+    if os.path.islink(path) and not os.path.exists(path):
+        raise WeightmapsError(f"{path}: a link to {os.readlink(path)}, which does not exist")
     if not os.path.exists(path):
         raise WeightmapsError(f"{path}: no such file")
     if not os.path.isfile(path):

@@ -27,13 +27,13 @@ from weightmaps._concurrency import (
     start_process_server,
 )
 from weightmaps.classweights import add_counts, add_image_pixels, count_labels
-from weightmaps.errors import BadInputError, WeightmapsError
+from weightmaps.errors import BadInputError, BadSample, WeightmapsError
 from weightmaps.readers import mask_digest
 
 if TYPE_CHECKING:
     from weightmaps.sources import MaskSource
 
-__all__ = ["BadSample", "SampleScan", "ScanChecks", "ScanResult", "ScanTally", "finish_scan", "scan", "scan_one"]
+__all__ = ["SampleScan", "ScanChecks", "ScanResult", "ScanTally", "finish_scan", "scan", "scan_one"]
 
 log = logging.getLogger("weightmaps")
 
@@ -73,21 +73,6 @@ class ScanChecks:
     num_classes: int | None = None  # labels must lie in [0, num_classes), the ignore label excepted
     ignore_index: int | None = None  # left out of the counts (its pixels counted apart)
     digests: bool = False  # record each mask's digest (a resume compares them with the store's)
-
-
-@dataclass(frozen=True)
-class BadSample:
-    """One input sample that failed the scan: its id, its file (None in a zarr array) and why."""
-
-    id: str
-    path: str | None
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "path": self.path, "reason": self.reason}
-
-    def __str__(self) -> str:
-        return f"{self.path if self.path is not None else self.id}: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -170,11 +155,12 @@ def finish_scan(source: MaskSource, tally: ScanTally, *, skip_bad: bool, started
     """The end of every scan (in process or on Dask): one dimensionality, bad inputs, the result."""
     n = len(source)
     check_dimensions(tally.shapes, tally.problems)
-    bad = tuple(
+    # What discovery left out first (a dangling link, a missing list line, two files of one id).
+    bad = source.problems + tuple(
         BadSample(source.samples[i].id, source.samples[i].path, tally.problems[i]) for i in sorted(tally.problems)
     )
     if bad and not skip_bad:
-        raise BadInputError(bad, n)
+        raise BadInputError(bad, n + len(source.problems))
     for b in bad:
         log.warning("skipping bad input %s", b)
     good = [i for i in range(n) if i not in tally.problems]
@@ -222,6 +208,7 @@ def scan(
     ignore_index: int | None = None,
     num_classes: int | None = None,
     label_map: Mapping[int, int] | None = None,
+    float_labels: bool = False,
     skip_bad: bool = False,
     threads: int | None = None,
     processes: int = 0,
@@ -240,6 +227,8 @@ def scan(
         Labels must lie in ``[0, num_classes)`` (the ignore label excepted).
     label_map : dict, optional
         Applied by the source when decoding, e.g. ``{255: 1}`` for 0/255 binary masks.
+    float_labels : bool
+        Accept float masks whose values are all whole numbers.
     skip_bad : bool
         Drop bad samples (listed in ``ScanResult.bad``) instead of raising.
     threads : int, optional
@@ -265,7 +254,7 @@ def scan(
     {0: 36, 1: 12}
     """
     start = time.perf_counter()
-    source = open_inputs(inputs, label_map)
+    source = open_inputs(inputs, label_map, float_labels)
     n = len(source)
     if n == 0:
         raise WeightmapsError(f"no masks found in {source.description}")
@@ -359,11 +348,13 @@ def check_dimensions(shapes: dict[int, tuple[int, ...]], problems: dict[int, str
             del shapes[i]
 
 
-def open_inputs(inputs: Any, label_map: Mapping[int, int] | None) -> MaskSource:
+def open_inputs(inputs: Any, label_map: Mapping[int, int] | None, float_labels: bool = False) -> MaskSource:
     from weightmaps import sources
 
     if isinstance(inputs, sources.MaskSource):
-        if label_map:
-            raise WeightmapsError("label_map applies when opening inputs; pass it to open_source instead")
+        if label_map or float_labels:
+            raise WeightmapsError("label_map and float_labels apply when opening inputs; pass them to open_source instead")
         return inputs
-    return sources.open_source(inputs, label_map=dict(label_map) if label_map else None)
+    return sources.open_source(
+        inputs, label_map=dict(label_map) if label_map else None, float_labels=float_labels, on_problems="collect"
+    )

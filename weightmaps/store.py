@@ -47,7 +47,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from weightmaps._version import __version__
-from weightmaps.errors import ResumeMismatchError, StoreExistsError, WeightmapsError
+from weightmaps.errors import ResumeMismatchError, SampleNotFoundError, StoreExistsError, WeightmapsError
 from weightmaps.params import MapParams
 
 __all__ = [
@@ -633,6 +633,8 @@ class WeightStore(_StoreInfo):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        if not self.path.exists():
+            raise WeightmapsError(f"{self.path} does not exist")
         meta = _read_meta(self.path)
         if meta is None:
             raise WeightmapsError(
@@ -665,15 +667,23 @@ class WeightStore(_StoreInfo):
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
 
-    def __contains__(self, sample_id: object) -> bool:
-        return sample_id in self._index
+    def __contains__(self, key: object) -> bool:
+        """A sample id or a position: ``key in store`` exactly when ``store[key]`` is a map."""
+        try:
+            self._position(key)
+        except (KeyError, IndexError, TypeError):
+            return False
+        return True
 
-    def _position(self, key: int | str) -> int:
+    def _position(self, key: object) -> int:
         if isinstance(key, str):
             if key not in self._index:
-                raise WeightmapsError(f"sample id {key!r} is not in the store {self.path}")
+                raise SampleNotFoundError(f"sample id {key!r} is not in the store {self.path}")
             return self._index[key]
-        i = int(key)  # accepts numpy integers
+        # An integer position (numpy integers too); not a float that int() would truncate, not a bool.
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+            raise TypeError(f"a store is indexed by sample id (str) or position (int), not {type(key).__name__} {key!r}")
+        i = int(key)
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} is out of range for a store of {len(self)} maps")
         return i % len(self)

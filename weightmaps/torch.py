@@ -123,7 +123,9 @@ class WeightMapDataset(torch.utils.data.Dataset):
             )
         if label_map is None:  # the label map the store was computed with, if any
             label_map = store.params.label_map
-        self._masks = open_source(masks, label_map=dict(label_map) if label_map else None)
+        # Masks are read as the store's run read them: its label map and float-label rule.
+        self._masks = open_source(masks, label_map=dict(label_map) if label_map else None,
+                                  float_labels=store.params.float_labels)
         self._images = open_image_source(images)
 
         store_ids = list(store.ids)

@@ -13,6 +13,7 @@ from weightmaps.cli.options import (
     connectivity_opt,
     device_opt,
     echo_json,
+    float_labels_opt,
     human_bytes,
     ignore_index_opt,
     json_opt,
@@ -42,6 +43,7 @@ from weightmaps.cli.options import (
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Labels must be < N (the ignore label excepted).")
 @label_map_opt
+@float_labels_opt
 @click.option("--samples-per-shard", type=click.IntRange(min=1), default=None, metavar="N",
               help="Samples per shard file (default: about 16 MiB of maps).")
 @click.option("--max-weight", type=click.FloatRange(min=0, min_open=True), default=None, metavar="W",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from weightmaps.cli.options import echo_json, human_bytes, json_opt, verbosity_opts
+
+if TYPE_CHECKING:
+    from weightmaps.store import WeightStore
 
 
 @click.command("info")
@@ -15,7 +18,11 @@ from weightmaps.cli.options import echo_json, human_bytes, json_opt, verbosity_o
 @json_opt
 @verbosity_opts
 def info_cmd(store: str, as_json: bool) -> None:
-    """Parameters, samples, completeness, dtype, size on disk and class weights of STORE."""
+    """Parameters, samples, completeness, dtype, size on disk and class weights of STORE.
+
+    Exits with status 1 when the store is incomplete (a run was interrupted: finish it with
+    `weightmaps compute ... --resume`), so that scripts can test for a finished store.
+    """
     from weightmaps.store import open_store
 
     ws = open_store(store)
@@ -40,7 +47,14 @@ def info_cmd(store: str, as_json: bool) -> None:
     }
     if as_json:
         echo_json(info)
-        return
+    else:
+        _print(ws, info, written)
+    if not ws.complete:
+        click.get_current_context().exit(1)  # scripts check for a finished store by the exit status
+
+
+def _print(ws: WeightStore, info: dict[str, Any], written: int) -> None:
+    n = len(ws)
     state = "complete" if ws.complete else f"INCOMPLETE: {written} of {n} maps written (finish it with --resume)"
     click.echo(f"{ws.path}: {n} weight maps, {state}")
     click.echo(f"  dtype {info['dtype']}, {human_bytes(info['bytes_on_disk'])} on disk")

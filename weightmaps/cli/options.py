@@ -16,7 +16,8 @@ from weightmaps.backend import DEVICES
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _parse_spacing(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+def _parse_spacing(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | float | None:
+    """``2.5,1,1`` (per axis) or one number for every axis, as the Python API takes."""
     if value is None:
         return None
     try:
@@ -25,7 +26,7 @@ def _parse_spacing(ctx: click.Context, param: click.Parameter, value: str | None
         raise click.BadParameter(f"expected numbers separated by commas, like 2.5,1,1; got {value!r}") from None
     if not all(s > 0 for s in spacing):
         raise click.BadParameter(f"spacing values must be > 0, got {value!r}")
-    return spacing
+    return spacing[0] if len(spacing) == 1 else spacing
 
 
 def _parse_label_map(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[int, int] | None:
@@ -51,9 +52,13 @@ label_map_opt = click.option(
     "--label-map", callback=_parse_label_map, default=None, metavar="SRC:DST,...",
     help="Replace labels when reading, e.g. 255:1 for 0/255 binary masks.",
 )
+float_labels_opt = click.option(
+    "--float-labels", is_flag=True,
+    help="Accept float masks (NIfTI from imaging tools) whose values are all whole numbers.",
+)
 spacing_opt = click.option(
     "--spacing", callback=_parse_spacing, default=None, metavar="Z,Y,X",
-    help="Pixel spacing per array axis (default: the NIfTI header's, else 1).",
+    help="Pixel spacing per array axis, or one number for all (default: the NIfTI header's, else 1).",
 )
 connectivity_opt = click.option(
     "--connectivity", type=click.IntRange(1, 3), default=1, show_default=True,

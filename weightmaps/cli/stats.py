@@ -6,21 +6,30 @@ from typing import Any
 
 import click
 
-from weightmaps.cli.options import ProgressBars, echo_json, ignore_index_opt, json_opt, label_map_opt, verbosity_opts
+from weightmaps.cli.options import (
+    ProgressBars,
+    echo_json,
+    float_labels_opt,
+    ignore_index_opt,
+    json_opt,
+    label_map_opt,
+    verbosity_opts,
+)
 
 
 @click.command("stats")
 @click.argument("inputs", metavar="INPUT")
 @ignore_index_opt
 @label_map_opt
+@float_labels_opt
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Labels must be < N (the ignore label excepted).")
 @click.option("--skip-bad", is_flag=True, help="Leave bad inputs out (listed on stderr) instead of failing.")
 @json_opt
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @verbosity_opts
-def stats_cmd(inputs: str, ignore_index: int | None, label_map: dict[int, int] | None, num_classes: int | None,
-              skip_bad: bool, as_json: bool, progress: bool) -> None:
+def stats_cmd(inputs: str, ignore_index: int | None, label_map: dict[int, int] | None, float_labels: bool,
+              num_classes: int | None, skip_bad: bool, as_json: bool, progress: bool) -> None:
     """Class pixel counts over the masks in INPUT, and the class weights every scheme gives.
 
     Reads every mask once (the scan pass of `weightmaps compute`), so it also validates INPUT.
@@ -30,7 +39,7 @@ def stats_cmd(inputs: str, ignore_index: int | None, label_map: dict[int, int] |
 
     with ProgressBars(progress) as bars:
         result = scan(inputs, ignore_index=ignore_index, num_classes=num_classes, label_map=label_map,
-                      skip_bad=skip_bad, progress=bars)
+                      float_labels=float_labels, skip_bad=skip_bad, progress=bars)
     counts = result.counts
     weights = {
         scheme: class_weights(counts, scheme, **({"image_pixels": result.image_pixels} if scheme == "median" else {}))
