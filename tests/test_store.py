@@ -426,3 +426,15 @@ def test_a_full_disk_while_finishing_leaves_the_store_incomplete_and_readable(tm
     assert not list(out.glob(".zarr.json.*.tmp"))
     _resume(out, ids, maps).finalize({"seconds": 1.0})
     assert open_store(out).complete
+
+
+def test_a_map_holding_nan_or_inf_is_never_written(tmp_path: Path) -> None:
+    ids, maps = _dataset([(4, 4)] * 2)
+    writer = _create(tmp_path / "w.zarr", ids, maps)
+    [task] = writer.pending()
+    for value in (np.nan, np.inf):
+        stack = np.stack(maps)
+        stack[1, 2, 2] = value
+        with pytest.raises(WeightmapsError, match=r"the maps of \['case/001'\] hold NaN or inf; not written"):
+            writer.write_shard(task, stack, ["d0", "d1"])
+    assert writer.pending() == [task]

@@ -503,6 +503,14 @@ class StoreWriter(_StoreInfo):
             raise WeightmapsError(
                 f"shard {task.group}/{task.shard}: {len(digests)} digests for {len(task)} samples"
             )
+        # NaN is the store's mark of a map never written, and inf no weight: neither is ever
+        # written (one pass over the shard, on the writer's thread or process).
+        finite = np.isfinite(maps.reshape(len(task), -1)).all(axis=1)
+        if not finite.all():
+            bad = [self._meta["ids"][task.sample_indices[i]] for i in np.flatnonzero(~finite)]
+            raise WeightmapsError(
+                f"shard {task.group}/{task.shard}: the maps of {bad[:5]} hold NaN or inf; not written"
+            )
         array = self._arrays.get(task.group)
         if array is None:
             array = self._arrays[task.group] = zarr.open_array(
