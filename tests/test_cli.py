@@ -161,7 +161,7 @@ def test_dry_run_json_and_overwrite(data: Path, store: Path, tmp_path: Path) -> 
                           "--json", "--no-progress")
     assert code == 0
     plan = json.loads(stdout)
-    assert plan["n_samples"] == 12 and plan["groups"][0]["shape"] == [48, 40]
+    assert plan["n_samples"] == 12 and plan["shapes"]["most_common"] == [{"shape": [48, 40], "n_samples": 12}]
     assert not (tmp_path / "d.zarr").exists()
     code, stdout, _ = run("compute", data / "masks", "--out", tmp_path / "d.zarr", "--sigma", "2", "--dry-run")
     assert code == 0 and "dry run: would write 12 weight maps" in stdout

@@ -351,7 +351,7 @@ def test_dry_run_writes_nothing(png_dir: Path, tmp_path: Path) -> None:
     assert result.plan is not None
     assert result.plan["n_samples"] == 24
     assert result.plan["n_shards"] == 5
-    assert result.plan["groups"][0]["shape"] == [64, 48]
+    assert result.plan["shapes"]["most_common"][0]["shape"] == [64, 48]
     assert result.plan["estimated_bytes"] == 24 * 64 * 48 * 4
     assert result.n_computed == 0
 

@@ -33,7 +33,7 @@ def _compute_args(masks: Path, out: Path) -> list[str]:
 
 
 def _markers(out: Path) -> int:
-    return len(list(out.glob("maps/*/_markers/*.json")))
+    return len(list(out.glob("maps/_markers/*.json")))
 
 
 def _meta(out: Path) -> dict[str, object]:

@@ -17,7 +17,8 @@ from zarr.codecs import ZstdCodec
 
 from weightmaps.errors import ResumeMismatchError, StoreExistsError, WeightmapsError
 from weightmaps.params import MapParams
-from weightmaps.store import ShardTask, StoreWriter, create_store, open_store, resume_store
+from weightmaps.layout import CHUNK_ELEMENTS, ShardTask
+from weightmaps.store import StoreWriter, create_store, open_store, resume_store
 
 COUNTS = {0: 700, 1: 300}
 WEIGHTS = {0: 0.71, 1: 1.67}
@@ -49,9 +50,12 @@ def _resume(path: Path, ids: list[str], maps: list[np.ndarray], **kw: object) ->
     return resume_store(path, ids=ids, shapes=[m.shape for m in maps], **kw)
 
 
+def _digest(i: int) -> str:
+    return f"{i + 0xABC:016x}"  # what mask_digest looks like: 16 hex digits
+
+
 def _write(writer: StoreWriter, task: ShardTask, maps: list[np.ndarray]) -> None:
-    stack = np.stack([maps[i] for i in task.sample_indices])
-    writer.write_shard(task, stack, [f"digest-{i}" for i in task.sample_indices])
+    writer.write_shard(task, [maps[i] for i in task.sample_indices], [_digest(i) for i in task.sample_indices])
 
 
 def _write_all(writer: StoreWriter, maps: list[np.ndarray]) -> None:
@@ -100,20 +104,23 @@ def test_roundtrip(tmp_path: Path, case: str, dtype: str, samples_per_shard: int
         for key in (i, sid):
             got = store[key]
             assert got.dtype == expected.dtype and np.array_equal(got, expected)
-        assert store.shape(sid) == expected.shape and store.digest(sid) == f"digest-{i}"
+        assert store.shape(sid) == expected.shape and store.digest(sid) == _digest(i)
     assert np.array_equal(store[-1], maps[-1])
 
 
-def test_groups_by_shape_in_order_of_first_appearance(tmp_path: Path) -> None:
+def test_same_shapes_lie_together_and_no_map_crosses_a_shard(tmp_path: Path) -> None:
     ids, maps = _dataset(MIXED)
     _create(tmp_path / "w.zarr", ids, maps, samples_per_shard=2)
     root = zarr.open_group(tmp_path / "w.zarr", mode="r")
-    a0, a1 = root["maps/0"], root["maps/1"]
-    assert a0.shape == (5, 12, 10) and a0.chunks == (1, 12, 10) and a0.shards == (2, 12, 10)
-    assert a1.shape == (2, 7, 9) and a1.attrs["positions"] == [2, 4]
-    groups = root.attrs["weightmaps"]["groups"]
-    assert [g["positions"] for g in groups] == [[0, 1, 3, 5, 6], [2, 4]]
-    assert np.isnan(a0.fill_value)
+    flat, offsets = root["maps"], root["index/offset"][...]
+    shard = flat.shards[0]
+    assert flat.ndim == 1 and flat.chunks == (CHUNK_ELEMENTS,) and np.isnan(flat.fill_value)
+    # (12, 10) maps first (positions 0 1 3 5 6), then (7, 9) (2 4); two per shard.
+    layout_order = [int(i) for i in np.argsort(offsets)]
+    assert layout_order == [0, 1, 3, 5, 6, 2, 4]
+    for i, m in enumerate(maps):
+        assert offsets[i] // shard == (offsets[i] + m.size - 1) // shard  # inside one shard
+    assert root["index/shape"][2].tolist() == [7, 9, 0, 0] and root["index/ids"][4] == "case/004"
 
 
 def test_automatic_samples_per_shard(tmp_path: Path) -> None:
@@ -137,19 +144,16 @@ def test_layout_is_sharded(tmp_path: Path) -> None:
     ids, maps = _dataset([(8, 8)] * 20)
     writer = _create(tmp_path / "w.zarr", ids, maps, samples_per_shard=8)
     _write_all(writer, maps)
-    array_dir = tmp_path / "w.zarr" / "maps" / "0"
-    chunk_files = [p for p in (array_dir / "c").rglob("*") if p.is_file()]
-    assert len(chunk_files) == 3  # ceil(20 / 8) shard files, not 20 chunk files
-    assert sorted(p.name for p in (array_dir / "_markers").iterdir()) == [
-        "0.json",
-        "1.json",
-        "2.json",
-    ]
-    marker = json.loads((array_dir / "_markers" / "2.json").read_text())
-    assert marker["ids"] == ids[16:] and marker["digests"] == [f"digest-{i}" for i in range(16, 20)]
+    shard_files = [p for p in (tmp_path / "w.zarr" / "maps" / "c").rglob("*") if p.is_file()]
+    assert len(shard_files) == 3  # ceil(20 / 8) shard files, not 20 chunk files
+    markers = tmp_path / "w.zarr" / "maps" / "_markers"
+    assert sorted(p.name for p in markers.iterdir()) == ["0.json", "1.json", "2.json"]
+    marker = json.loads((markers / "2.json").read_text())
+    assert marker["positions"] == list(range(16, 20)) and marker["digests"] == [_digest(i) for i in range(16, 20)]
     # zarr does not see the markers (it would warn, and warnings are errors here)
     members = zarr.open_group(tmp_path / "w.zarr", mode="r").members(max_depth=None)
-    assert sorted(name for name, _ in members) == ["maps", "maps/0"]
+    assert sorted(name for name, _ in members) == [
+        "index", "index/digest", "index/ids", "index/offset", "index/shape", "maps"]
 
 
 def test_unwritten_samples_read_as_nan_and_store_is_incomplete(tmp_path: Path) -> None:
@@ -159,7 +163,7 @@ def test_unwritten_samples_read_as_nan_and_store_is_incomplete(tmp_path: Path) -
     store = open_store(tmp_path / "w.zarr")
     assert not store.complete and store.report is None
     assert np.isnan(store[0]).all() and np.array_equal(store[2], maps[2])
-    assert store.digest(0) is None and store.digest(ids[3]) == "digest-3"
+    assert store.digest(0) is None and store.digest(ids[3]) == _digest(3)
 
 
 def test_pending_shrinks_and_finalize_needs_every_shard(tmp_path: Path) -> None:
@@ -170,7 +174,7 @@ def test_pending_shrinks_and_finalize_needs_every_shard(tmp_path: Path) -> None:
     _write(writer, tasks[0], maps)
     _write(writer, tasks[2], maps)
     assert writer.pending() == [tasks[1]]
-    with pytest.raises(WeightmapsError, match=r"shards 0/1 are not written"):
+    with pytest.raises(WeightmapsError, match=r"shards 1 are not written"):
         writer.finalize({})
     assert not open_store(tmp_path / "w.zarr").complete
     _write(writer, tasks[1], maps)
@@ -183,16 +187,15 @@ def test_write_shard_checks_its_input(tmp_path: Path) -> None:
     ids, maps = _dataset([(6, 5)] * 4)
     writer = _create(tmp_path / "w.zarr", ids, maps, samples_per_shard=2)
     task = writer.tasks()[0]
-    with pytest.raises(WeightmapsError, match=r"shape \(3, 6, 5\), expected \(2, 6, 5\)"):
-        writer.write_shard(task, np.zeros((3, 6, 5), np.float32), ["a", "b"])
+    two = [np.zeros((6, 5), np.float32)] * 2
+    with pytest.raises(WeightmapsError, match=r"sample 1 has shape \(5, 6\), expected \(6, 5\)"):
+        writer.write_shard(task, [two[0], np.zeros((5, 6), np.float32)], ["a", "b"])
     with pytest.raises(WeightmapsError, match="float64"):
-        writer.write_shard(task, np.zeros((2, 6, 5)), ["a", "b"])
-    with pytest.raises(WeightmapsError, match="1 digests for 2 samples"):
-        writer.write_shard(task, np.zeros((2, 6, 5), np.float32), ["a"])
-    with pytest.raises(WeightmapsError, match="not a shard"):
-        writer.write_shard(
-            ShardTask(0, 0, (1, 2), (6, 5)), np.zeros((2, 6, 5), np.float32), ["a", "b"]
-        )
+        writer.write_shard(task, [np.zeros((6, 5))] * 2, ["a", "b"])
+    with pytest.raises(WeightmapsError, match="2 maps and 1 digests for 2 samples"):
+        writer.write_shard(task, two, ["a"])
+    with pytest.raises(WeightmapsError, match="not a task of the store"):
+        writer.write_shard(dataclasses.replace(task, offsets=(30, 60)), two, ["a", "b"])
     assert writer.pending() == writer.tasks()
 
 
@@ -368,9 +371,9 @@ def test_uncompressed_store(tmp_path: Path) -> None:
     _write_all(writer, maps)
     writer.finalize({})
     assert np.array_equal(open_store(tmp_path / "w.zarr")[ids[2]], maps[2])
-    assert zarr.open_array(tmp_path / "w.zarr", path="maps/0", mode="r").compressors == ()
+    assert zarr.open_array(tmp_path / "w.zarr", path="maps", mode="r").compressors == ()
     _create(tmp_path / "z.zarr", ids, maps)  # the default: zstd level 1
-    (codec,) = zarr.open_array(tmp_path / "z.zarr", path="maps/0", mode="r").compressors
+    (codec,) = zarr.open_array(tmp_path / "z.zarr", path="maps", mode="r").compressors
     assert isinstance(codec, ZstdCodec) and codec.level == 1
 
 
@@ -438,3 +441,30 @@ def test_a_map_holding_nan_or_inf_is_never_written(tmp_path: Path) -> None:
         with pytest.raises(WeightmapsError, match=r"the maps of \['case/001'\] hold NaN or inf; not written"):
             writer.write_shard(task, stack, ["d0", "d1"])
     assert writer.pending() == [task]
+
+
+def test_maps_of_every_kind_of_shape_in_one_store(tmp_path: Path) -> None:
+    """2-D, 3-D, channels first, and a map larger than a shard (it spans whole shards alone)."""
+    shapes = [(5, 7), (3, 4, 6), (2, 5, 7), (4, 3, 4, 6), (1100, 1000, 4), (5, 7), (9, 2)]
+    ids, maps = _dataset(shapes)
+    writer = _create(tmp_path / "w.zarr", ids, maps)
+    tasks = writer.tasks()
+    big = next(t for t in tasks if 4 in t.sample_indices)
+    assert big.sample_indices == (4,) and big.n_shards == 2 and big.start % (4 * 2**20) == 0
+    _write_all(writer, maps)
+    writer.finalize({})
+    store = open_store(tmp_path / "w.zarr")
+    for sid, expected in zip(ids, maps, strict=True):
+        assert np.array_equal(store[sid], expected) and store.shape(sid) == expected.shape
+
+
+def test_a_format_1_store_is_refused_with_the_command_that_rewrites_it(tmp_path: Path) -> None:
+    old = tmp_path / "old.zarr"
+    old.mkdir()
+    (old / "zarr.json").write_text(json.dumps({
+        "zarr_format": 3, "node_type": "group",
+        "attributes": {"weightmaps": {"format_version": 1, "params": {}, "ids": ["a"]}},
+    }))
+    for call in (lambda: open_store(old), lambda: _resume(old, ["a"], [np.zeros((2, 2), np.float32)])):
+        with pytest.raises(WeightmapsError, match=r"store of format 1 .*weightmaps compute MASKS --out .*old\.zarr --overwrite"):
+            call()

@@ -80,7 +80,7 @@ from weightmaps.stats import (
     open_inputs,
     scan_or_problem,
 )
-from weightmaps.store import ShardTask
+from weightmaps.layout import ShardTask
 
 if TYPE_CHECKING:
     from weightmaps.sources import MaskSource
@@ -122,17 +122,16 @@ def _dask() -> ModuleType:
 class ShardFailure:
     """A shard that could not be computed: where it is, its samples, and why."""
 
-    group: int
     shard: int
     ids: tuple[str, ...]
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"group": self.group, "shard": self.shard, "ids": list(self.ids), "reason": self.reason}
+        return {"shard": self.shard, "ids": list(self.ids), "reason": self.reason}
 
     def __str__(self) -> str:
         shown = ", ".join(self.ids[:5]) + (f" and {len(self.ids) - 5} more" if len(self.ids) > 5 else "")
-        return f"shard {self.group}/{self.shard} ({shown}): {self.reason}"
+        return f"shard {self.shard} ({shown}): {self.reason}"
 
 
 # --- the cluster -----------------------------------------------------------------------------------
@@ -495,7 +494,7 @@ def run_shards_on_dask(
     failures: list[tuple[ShardTask, ShardFailure]] = []
 
     def submit(task: ShardTask, attempt: str) -> Any:
-        key = (f"weightmaps-shard-{token}{attempt}", task.group, task.shard)
+        key = (f"weightmaps-shard-{token}{attempt}", task.shard)
         return client.submit(_run_shard_task, job, task, key=key, retries=SHARD_RETRIES, pure=False)
 
     def accept(task: ShardTask, future: Any) -> None:
@@ -514,7 +513,7 @@ def run_shards_on_dask(
         failures.append((task, _failure(task, writer, _killed_reason(exc, "computing this shard"))))
 
     _run_quarantined(distributed, tasks, submit, accept, give_up, split=lambda task: [],
-                     describe=lambda task: f"shard {task.group}/{task.shard}: its workers died")
+                     describe=lambda task: f"shard {task.shard}: its workers died")
     if failures:
         bad = [
             BadSample(sid, source.samples[settings.source_index(index)].path, failure.reason)
@@ -527,7 +526,7 @@ def run_shards_on_dask(
 
 def _failure(task: ShardTask, writer: StoreWriter, reason: str) -> ShardFailure:
     ids = writer.ids
-    failure = ShardFailure(task.group, task.shard, tuple(ids[i] for i in task.sample_indices), reason)
+    failure = ShardFailure(task.shard, tuple(ids[i] for i in task.sample_indices), reason)
     log.error("%s", failure)
     return failure
 

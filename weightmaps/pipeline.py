@@ -34,8 +34,10 @@ import numpy as np
 
 from weightmaps._concurrency import default_threads, start_process_server
 from weightmaps.backend import Backend, get_backend
+from weightmaps.classweights import resolve_class_weights
 from weightmaps.engine import OUTPUT_DTYPES, class_weight_table
 from weightmaps.errors import BadSample, ResumeMismatchError, StoreExistsError, WeightmapsError
+from weightmaps.layout import plan_layout, summarize_shapes
 from weightmaps.lock import store_lock
 from weightmaps.params import MapParams
 from weightmaps.shards import (
@@ -45,7 +47,6 @@ from weightmaps.shards import (
     run_processes,
     run_threads,
 )
-from weightmaps.classweights import resolve_class_weights
 from weightmaps.stats import Progress, ScanResult, open_inputs, scan
 from weightmaps.validation import (
     check_connectivity,
@@ -479,26 +480,17 @@ def _plan(
     scanned: ScanResult, dtype: str, samples_per_shard: int | None, out: Path,
     weights: dict[int, float], spacing: tuple[float, ...] | None,
 ) -> dict[str, Any]:
-    # The store's own shard plan, so the dry run reports what a run would write.
-    from weightmaps.store import shard_plan
-
-    itemsize = np.dtype(dtype).itemsize
-    groups = [
-        {
-            "shape": list(g.shape), "n_samples": len(g.positions), "samples_per_shard": g.samples_per_shard,
-            "n_shards": g.n_shards, "bytes": len(g.positions) * math.prod(g.shape) * itemsize,
-        }
-        for g in shard_plan(scanned.shapes, dtype, samples_per_shard)
-    ]
+    # The store's own layout, so the dry run reports what a run would write.
+    layout = plan_layout(scanned.shapes, dtype, samples_per_shard)
     return {
         "store": str(out),
         "exists": out.exists(),
         "n_samples": len(scanned.ids),
         "n_bad": len(scanned.bad),
         "bad": [b.as_dict() for b in scanned.bad],
-        "groups": groups,
-        "n_shards": sum(g["n_shards"] for g in groups),
-        "estimated_bytes": sum(g["bytes"] for g in groups),
+        "shapes": summarize_shapes(scanned.shapes),
+        "n_shards": layout.n_shards,
+        "estimated_bytes": sum(math.prod(s) for s in scanned.shapes) * np.dtype(dtype).itemsize,
         "class_counts": scanned.counts,
         "class_weights": weights,
         "spacing": list(spacing) if spacing is not None else None,

@@ -28,13 +28,15 @@ from weightmaps.stats import ScanResult
 
 if TYPE_CHECKING:
     from weightmaps.sources import MaskSource
-    from weightmaps.store import ShardTask, StoreWriter
+    from weightmaps.layout import ShardTask
+    from weightmaps.store import StoreWriter
 
 __all__ = [
     "ShardExecutor",
     "ShardSettings",
     "ShardTimes",
     "compute_maps",
+    "compute_task_maps",
     "decode_shard",
     "run_processes",
     "run_shard",
@@ -75,23 +77,42 @@ class ShardTimes:
     write: float
 
 
-def decode_shard(task: ShardTask, source: MaskSource, settings: ShardSettings) -> tuple[np.ndarray, list[str]]:
-    """The shard's masks stacked ``(len(task), *shape)`` and their digests."""
+def decode_shard(task: ShardTask, source: MaskSource, settings: ShardSettings) -> tuple[list[np.ndarray], list[str]]:
+    """The task's masks (in its order, each of the shape the scan saw) and their digests."""
     from weightmaps.readers import mask_digest
 
     masks = []
     digests = []
-    for index in task.sample_indices:
+    for index, shape in zip(task.sample_indices, task.shapes, strict=True):
         i = settings.source_index(index)
         labels = source.read(i)
-        if tuple(labels.shape) != tuple(task.shape):
+        if tuple(labels.shape) != shape:
             raise WeightmapsError(
-                f"{source.describe(i)}: shape {tuple(labels.shape)} differs from {tuple(task.shape)} "
+                f"{source.describe(i)}: shape {tuple(labels.shape)} differs from {shape} "
                 "seen by the scan; did the input change during the run?"
             )
         masks.append(labels)
         digests.append(mask_digest(labels))
-    return np.stack(masks), digests
+    return masks, digests
+
+
+def compute_task_maps(
+    masks: Sequence[np.ndarray], settings: ShardSettings, backend: Backend | None = None,
+    timer: StageTimer | None = None,
+) -> list[np.ndarray]:
+    """The maps of a task's masks, in their order: each run of one shape as one stack.
+
+    The layout puts masks of one shape next to each other, so a task is one stack or a few.
+    """
+    maps: list[np.ndarray] = []
+    start = 0
+    while start < len(masks):
+        stop = start + 1
+        while stop < len(masks) and masks[stop].shape == masks[start].shape:
+            stop += 1
+        maps.extend(compute_maps(np.stack(masks[start:stop]), settings, backend, timer))
+        start = stop
+    return maps
 
 
 def compute_maps(
@@ -140,7 +161,7 @@ def run_shard(task: ShardTask, source: MaskSource, writer: StoreWriter, settings
     t0 = time.perf_counter()
     masks, digests = decode_shard(task, source, settings)
     t1 = time.perf_counter()
-    maps = compute_maps(masks, settings)
+    maps = compute_task_maps(masks, settings)
     t2 = time.perf_counter()
     writer.write_shard(task, maps, digests)
     t3 = time.perf_counter()
@@ -203,12 +224,12 @@ def run_threads(
     decoded: collections.deque[tuple[Any, cf.Future[Any], float]] = collections.deque()
     writes: collections.deque[tuple[cf.Future[Any], ShardTimes]] = collections.deque()
 
-    def timed_decode(task: ShardTask) -> tuple[np.ndarray, list[str], float]:
+    def timed_decode(task: ShardTask) -> tuple[list[np.ndarray], list[str], float]:
         start = time.perf_counter()
         masks, digests = decode_shard(task, source, settings)
         return masks, digests, time.perf_counter() - start
 
-    def timed_write(task: ShardTask, maps: np.ndarray, digests: list[str]) -> float:
+    def timed_write(task: ShardTask, maps: list[np.ndarray], digests: list[str]) -> float:
         start = time.perf_counter()
         writer.write_shard(task, maps, digests)
         return time.perf_counter() - start
@@ -235,7 +256,7 @@ def run_threads(
                     decoded.append((next_task, decode_pool.submit(timed_decode, next_task), 0.0))
                 masks, digests, decode_seconds = future.result()
                 start = time.perf_counter()
-                maps = compute_maps(masks, settings, backend)
+                maps = compute_task_maps(masks, settings, backend)
                 compute_seconds = time.perf_counter() - start
                 del masks
                 writes.append((

@@ -1,34 +1,38 @@
-"""The zarr v3 store: layout, shard plan, one writer per shard, markers, resume checks, reading.
+"""The zarr v3 store: one flat array of maps, an index, one writer per shard, markers, resume, reading.
 
-Layout of a store directory (a zarr v3 group)::
+Layout of a store directory (a zarr v3 group, format 2)::
 
     out.zarr/
-      zarr.json                      root attributes["weightmaps"]: params, ids, groups, ...
-      maps/<k>/zarr.json             shape group k: array (n_k, *shape), chunks (1, *shape),
-      maps/<k>/c/<shard>/0/0         ... shards of `samples_per_shard` samples, fill value NaN
-      maps/<k>/_markers/<shard>.json one marker per finished shard: its sample ids and digests
+      zarr.json                  root attributes["weightmaps"]: params, class counts, sizes (a few KB)
+      index/ids                  (N,) sample ids (strings)
+      index/shape                (N, 4) each map's shape, 0-padded (2-D, 3-D, channels first)
+      index/offset               (N,) where each map starts in maps
+      index/digest               (N,) each mask's digest (uint64; 0 until the store is complete)
+      maps/                      (L,) every map end to end, chunks of 64 Ki elements, shards of
+        c/<shard>                ~16 MiB; fill value NaN: a map never written reads as NaN
+        _markers/<shard>.json    one per finished shard: its samples' positions and digests
+
+:mod:`weightmaps.layout` decides where each map goes: same shapes together, no map crossing into a
+shard another task writes; so any mix of shapes costs what one shape costs, the root metadata stays
+small whatever the number of samples, and one map read is one contiguous read.
 
 A shard is the unit of work and of writing. zarr-python writes a shard as one file by reading,
-merging and rewriting it, so two processes writing samples of the same shard lose data; here
-exactly one `StoreWriter.write_shard` call owns a shard and writes all of it in one assignment.
-Workers never touch the root attributes either (two read-modify-writes of one ``zarr.json`` lose
-an update): each finished shard gets its own small marker file instead, written atomically after
-the shard data is on disk. A marker is the proof that its shard is complete (a killed run resumes
-from the shards without one) and the only thing a worker writes besides its shard. `finalize`,
-run once by the driver, gathers the markers into the root attributes in one atomic rewrite of the
-root ``zarr.json`` (metadata is consolidated when the store is created: the arrays never change).
+merging and rewriting it, so two processes writing the same shard lose data; here exactly one
+:meth:`StoreWriter.write_shard` call owns a shard and writes all of it in one assignment. Workers
+never touch the root attributes either: each finished shard gets its own small marker file,
+written atomically after the shard data is on disk. A marker is the proof that its shard is
+complete (a killed run resumes from the shards without one). :meth:`StoreWriter.finalize`, run once
+by the driver, gathers the markers' digests into ``index/digest`` and marks the store complete in
+one atomic rewrite of the root ``zarr.json``. Markers live inside the ``maps`` array's directory:
+zarr never lists it, while an unknown entry at group level makes consolidation warn.
 
-Markers live inside each array's directory rather than in a top-level ``_markers/`` folder because
-zarr lists every entry of a group directory when consolidating and warns about anything that is not
-a zarr node; it never lists an array's directory.
-
-Memory: one `write_shard` call holds the shard (``samples_per_shard`` maps, about 16 MiB with the
-automatic choice, or one map if a single map is larger) plus zarr's encoded copy of it, so a writer
-peaks near two to three times the shard size.
+Stores of format 1 (weightmaps 0.1, one array per map shape) are refused with the command that
+rewrites them.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import math
@@ -38,7 +42,6 @@ import uuid
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +51,11 @@ from zarr.codecs import ZstdCodec
 
 from weightmaps._version import __version__
 from weightmaps.errors import ResumeMismatchError, SampleNotFoundError, StoreExistsError, WeightmapsError
+from weightmaps.layout import CHUNK_ELEMENTS, MAX_MAP_NDIM, Layout, ShardTask, plan_layout, tasks_of
 from weightmaps.params import MapParams
 
 __all__ = [
-    "ShapeGroup",
+    "FORMAT_VERSION",
     "ShardTask",
     "StoreWriter",
     "WeightStore",
@@ -59,58 +63,19 @@ __all__ = [
     "marker_path",
     "open_store",
     "resume_store",
-    "shard_plan",
 ]
 
-FORMAT_VERSION = 1
-# Uncompressed bytes per shard for the automatic choice. Small enough that a modest dataset still
-# splits into many shards (shards are the unit of parallel work: 512 maps of 256² make 8 shards,
-# 64 of 1024² make 16) and that a shard in flight costs little memory; large enough that a store
-# of 100,000 maps of 256² is ~1,600 files, not 100,000.
-SHARD_TARGET_BYTES = 16 * 2**20
-MAX_SAMPLES_PER_SHARD = 1024
+FORMAT_VERSION = 2
 DTYPES = ("float32", "float16")
 _KEY = "weightmaps"  # root attribute holding everything we record
 # An old store being deleted by overwrite is renamed to this (in the same folder) first.
 _DELETING_PREFIX = ".{name}.weightmaps-deleting-"
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """What one worker needs to compute and write one shard (picklable, a few ints).
-
-    ``sample_indices`` are global sample positions (indices into the store's ``ids``), in row order.
-    """
-
-    group: int
-    shard: int
-    sample_indices: tuple[int, ...]
-    shape: tuple[int, ...]
-
-    def __len__(self) -> int:
-        return len(self.sample_indices)
-
-
-@dataclass(frozen=True)
-class ShapeGroup:
-    """The samples of one map shape: one array ``maps/<k>`` of the store, cut into shards."""
-
-    shape: tuple[int, ...]
-    positions: tuple[int, ...]
-    samples_per_shard: int
-
-    def task(self, group: int, shard: int) -> ShardTask:
-        start = shard * self.samples_per_shard
-        rows = self.positions[start : start + self.samples_per_shard]
-        return ShardTask(group, shard, tuple(rows), self.shape)
-
-    @property
-    def n_shards(self) -> int:
-        return math.ceil(len(self.positions) / self.samples_per_shard)
+# Samples per chunk of the index arrays: a reader of one map decodes one chunk of each.
+_INDEX_CHUNK = 1 << 16
 
 
 def _json_roundtrip(value: Any, what: str) -> Any:
-    # Normalises tuples to lists etc., so that resume compares what was stored with like values.
+    # Normalises tuples to lists etc., so that what is stored compares with like values.
     try:
         return json.loads(json.dumps(value, allow_nan=True))
     except (TypeError, ValueError) as exc:
@@ -130,45 +95,17 @@ def _read_meta(path: Path) -> dict[str, Any] | None:
     return meta if isinstance(meta, dict) else None
 
 
-@functools.lru_cache(maxsize=16)
-def _writer_meta(path: Path, uid: str) -> dict[str, Any]:
-    # A pickled writer carries its path and the store's uid only, so a process rereads the root
-    # attributes (all ids: megabytes for a large dataset) once per store, not once per task. The
-    # plan cached here never changes for a given uid: finalize only adds digests and the report.
-    meta = _read_meta(path)
-    if meta is None or meta.get("uid") != uid:
-        raise WeightmapsError(f"{path} was deleted or replaced while it was being written")
-    return meta
-
-
-def _unpickle_writer(path: Path, uid: str) -> StoreWriter:
-    return StoreWriter(path, _writer_meta(path, uid))
-
-
-def shard_plan(
-    shapes: Sequence[Sequence[int]], dtype: str, samples_per_shard: int | None = None
-) -> list[ShapeGroup]:
-    """Group samples by shape in order of first appearance and choose each group's shard size.
-
-    What :func:`create_store` lays out; a dry run reports it without writing.
-    """
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, given in enumerate(shapes):
-        shape = tuple(int(n) for n in given)
-        if len(shape) not in (2, 3) or min(shape) < 1:
-            raise WeightmapsError(f"sample {i}: map shape {shape} is not a 2-D or 3-D map shape")
-        by_shape.setdefault(shape, []).append(i)
-    groups = []
-    for shape, positions in by_shape.items():
-        if samples_per_shard is None:
-            sample_bytes = math.prod(shape) * np.dtype(dtype).itemsize
-            s = SHARD_TARGET_BYTES // sample_bytes
-        else:
-            s = int(samples_per_shard)
-        groups.append(
-            ShapeGroup(shape, tuple(positions), max(1, min(s, len(positions), MAX_SAMPLES_PER_SHARD)))
+def _check_format(path: Path, meta: dict[str, Any]) -> None:
+    version = meta.get("format_version")
+    if version == FORMAT_VERSION:
+        return
+    if version == 1:
+        raise WeightmapsError(
+            f"{path} is a store of format 1 (weightmaps 0.1: one array per map shape); this weightmaps "
+            f"reads format {FORMAT_VERSION}. Rewrite it with the same parameters: "
+            f"weightmaps compute MASKS --out {path} --overwrite ..."
         )
-    return groups
+    raise WeightmapsError(f"{path} has store format {version!r}; this weightmaps reads format {FORMAT_VERSION}")
 
 
 def _check_dtype(dtype: str) -> str:
@@ -203,6 +140,17 @@ def _remove_leftovers(path: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def _shape_rows(shapes: Sequence[Sequence[int]]) -> np.ndarray:
+    rows = np.zeros((len(shapes), MAX_MAP_NDIM), dtype=np.int64)
+    for i, shape in enumerate(shapes):
+        rows[i, : len(shape)] = shape
+    return rows
+
+
+def _shape_of(row: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(n) for n in row if n)
+
+
 def create_store(
     path: str | os.PathLike[str],
     *,
@@ -223,16 +171,15 @@ def create_store(
         Output directory. If it exists, ``overwrite=True`` deletes it, but only if it is a
         weightmaps store or an empty directory.
     ids, shapes : sequence
-        Sample ids in sample order and each sample's map shape (2-D or 3-D). Samples are grouped
-        by shape (in order of first appearance) into one array ``maps/<k>`` per shape.
+        Sample ids in sample order and each sample's map shape: 2-D or 3-D, or either with a
+        channel axis in front. Any mix of shapes (see :mod:`weightmaps.layout`).
     params : MapParams
         What the maps are made with (their dtype, the class weights, ...); recorded, and
         compared on resume.
     class_counts, fingerprint
         Recorded in the root attributes (the fingerprint: the inputs' ids, sizes and mtimes).
     samples_per_shard : int, optional
-        Samples per shard (the unit of writing). Default: about 16 MiB uncompressed per shard,
-        between 1 and 1024 and at most the group size.
+        Maps per shard at most (default: as many as fit about 16 MiB, at most 1024).
     compression : {"zstd", None}
         zstd level 1 (fast; weight maps are smooth and shrink several-fold) or no compression.
 
@@ -242,13 +189,13 @@ def create_store(
     >>> from weightmaps.params import MapParams
     >>> out = os.path.join(tempfile.mkdtemp(), "w.zarr")
     >>> params = MapParams(sigma=3.0, class_weights={0: 0.8, 1: 1.33})
-    >>> w = create_store(out, ids=["a", "b"], shapes=[(4, 4), (4, 4)], params=params,
-    ...                  class_counts={0: 20, 1: 12}, fingerprint="f")
+    >>> w = create_store(out, ids=["a", "b"], shapes=[(4, 4), (2, 5)], params=params,
+    ...                  class_counts={0: 20, 1: 6}, fingerprint="f")
     >>> [task] = w.pending()
-    >>> w.write_shard(task, np.ones((2, 4, 4), np.float32), ["d0", "d1"])
+    >>> w.write_shard(task, [np.ones((4, 4), np.float32), np.zeros((2, 5), np.float32)], ["d0", "d1"])
     >>> w.finalize({"seconds": 0.1})
-    >>> float(open_store(out)["b"].sum())
-    16.0
+    >>> float(open_store(out)["a"].sum()), open_store(out).shape("b")
+    (16.0, (2, 5))
     """
     path = Path(path)
     dtype = _check_dtype(params.dtype)
@@ -264,7 +211,7 @@ def create_store(
         compression = None
     if compression not in ("zstd", None):
         raise WeightmapsError(f"compression: {compression!r} is not supported, use 'zstd' or None")
-    groups = shard_plan(shapes, dtype, samples_per_shard)
+    layout = plan_layout(shapes, dtype, samples_per_shard)
     _remove_leftovers(path)
     if path.exists() or path.is_symlink():
         if not overwrite:
@@ -280,15 +227,9 @@ def create_store(
         "class_counts": {str(int(k)): int(v) for k, v in class_counts.items()},
         "class_weights": {str(k): v for k, v in params.class_weights.items()},
         "dtype": dtype,
-        "ids": ids,
-        "groups": [
-            {
-                "shape": list(g.shape),
-                "positions": list(g.positions),
-                "samples_per_shard": g.samples_per_shard,
-            }
-            for g in groups
-        ],
+        "n_samples": len(ids),
+        "shard_elements": layout.shard_elements,
+        "length": layout.length,
         "fingerprint": str(fingerprint),
         "uid": uuid.uuid4().hex,  # tells this store from a later one created at the same path
         "complete": False,
@@ -297,44 +238,50 @@ def create_store(
     # Root attributes first: a run killed during creation leaves a directory that is recognisably
     # ours, so overwrite may delete it.
     root = zarr.open_group(path, mode="w", attributes={_KEY: meta})
-    for k, g in enumerate(groups):
-        root.create_array(
-            f"maps/{k}",
-            shape=(len(g.positions), *g.shape),
-            chunks=(1, *g.shape),  # one map per chunk: a reader decodes exactly the map it wants
-            shards=(g.samples_per_shard, *g.shape),
-            dtype=dtype,
-            fill_value=np.nan,  # an unwritten sample reads as NaN, never as a plausible weight
-            compressors=ZstdCodec(level=1) if compression else None,
-            attributes={"positions": list(g.positions)},
-        )
-    # The arrays' metadata never changes after this: consolidate it now, so that finishing the
-    # store later is one atomic rewrite of the root zarr.json (see _write_meta).
+    _index_array(root, "ids", np.array(ids, dtype=object), str)
+    _index_array(root, "shape", _shape_rows(shapes), np.int64)
+    _index_array(root, "offset", layout.offsets, np.int64)
+    _index_array(root, "digest", np.zeros(len(ids), dtype=np.uint64), np.uint64)
+    root.create_array(
+        "maps",
+        shape=(max(layout.length, CHUNK_ELEMENTS),),
+        chunks=(CHUNK_ELEMENTS,),  # what one read decodes: a map read touches only its own chunks
+        shards=(layout.shard_elements,),
+        dtype=dtype,
+        fill_value=np.nan,  # an unwritten sample reads as NaN, never as a plausible weight
+        compressors=ZstdCodec(level=1) if compression else None,
+    )
+    # Nothing in the arrays' metadata changes after this: consolidate it now, so that finishing
+    # the store later is one atomic rewrite of the root zarr.json (see _write_meta).
     with warnings.catch_warnings():  # we write consolidated metadata on purpose
         warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
         zarr.consolidate_metadata(path)
     return StoreWriter(path, meta)
 
 
-def _differences(meta: dict[str, Any], *, ids: list[str], shapes: list[tuple[int, ...]], params: MapParams) -> list[str]:
-    diffs = MapParams.from_json(meta.get("params", {})).differences(params)
-    old_ids = meta.get("ids", [])
+def _index_array(root: zarr.Group, name: str, values: np.ndarray, dtype: Any) -> None:
+    chunk = (min(_INDEX_CHUNK, max(1, len(values))), *values.shape[1:])
+    array = root.create_array(f"index/{name}", shape=values.shape, chunks=chunk, dtype=dtype,
+                              compressors=ZstdCodec(level=3))
+    if len(values):
+        array[...] = values
+
+
+def _differences(
+    store: _StoreInfo, *, ids: list[str], shapes: list[tuple[int, ...]], params: MapParams
+) -> list[str]:
+    diffs = store.params.differences(params)
+    old_ids = store.ids
     if old_ids != ids:
         if len(old_ids) != len(ids):
             diffs.append(f"ids: store has {len(old_ids)} samples, this run {len(ids)}")
         else:
             i = next(i for i, (a, b) in enumerate(zip(old_ids, ids, strict=True)) if a != b)
             diffs.append(f"ids: sample {i} is {old_ids[i]!r} in the store, {ids[i]!r} in this run")
-    old_shapes: dict[int, tuple[int, ...]] = {
-        p: tuple(g["shape"]) for g in meta.get("groups", []) for p in g["positions"]
-    }
-    if len(old_ids) == len(ids):
-        bad = next((i for i, s in enumerate(shapes) if old_shapes.get(i) != s), None)
-        if bad is not None:
-            diffs.append(
-                f"shapes: sample {ids[bad]!r} is {old_shapes.get(bad)} in the store, "
-                f"{shapes[bad]} in this run"
-            )
+    elif not np.array_equal(store._shape_rows(), _shape_rows(shapes)):
+        old = store._shape_rows()
+        i = next(i for i, s in enumerate(shapes) if _shape_of(old[i]) != s)
+        diffs.append(f"shapes: sample {ids[i]!r} is {_shape_of(old[i])} in the store, {shapes[i]} in this run")
     return diffs
 
 
@@ -351,9 +298,6 @@ def resume_store(
     still the same is the caller's to check, against :meth:`StoreWriter.recorded_digests` (the
     pipeline's resume compares them with the scan's).
 
-    The class counts and weights are the store's (``writer.class_counts`` / ``.class_weights``),
-    so a resumed run need not recount. `StoreWriter.pending` lists the shards without a marker.
-
     Examples
     --------
     >>> w = resume_store(out, ids=ids, shapes=shapes, params=params)     # doctest: +SKIP
@@ -365,38 +309,47 @@ def resume_store(
     meta = _read_meta(path)
     if meta is None:
         raise WeightmapsError(f"{path} is not a weightmaps store; there is nothing to resume")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise WeightmapsError(
-            f"{path} has store format {meta.get('format_version')}, "
-            f"this weightmaps writes format {FORMAT_VERSION}"
-        )
+    _check_format(path, meta)
     _check_dtype(params.dtype)
+    if not (path / "maps" / "zarr.json").is_file() or not (path / "index" / "digest" / "zarr.json").is_file():
+        raise WeightmapsError(f"{path} was not fully created (an array is missing); use overwrite")
+    writer = StoreWriter(path, meta)
     diffs = _differences(
-        meta,
-        ids=[str(i) for i in ids],
-        shapes=[tuple(int(n) for n in s) for s in shapes],
-        params=params,
+        writer, ids=[str(i) for i in ids], shapes=[tuple(int(n) for n in s) for s in shapes], params=params
     )
     if diffs:
         raise ResumeMismatchError(str(path), diffs)
-    for k in range(len(meta["groups"])):
-        if not (path / "maps" / str(k) / "zarr.json").is_file():
-            raise WeightmapsError(
-                f"{path} was not fully created (maps/{k} is missing); use overwrite"
-            )
-    return StoreWriter(path, meta)
+    return writer
 
 
 class _StoreInfo:
-    """What both the writer and the reader tell about a store, from its root attributes."""
+    """What both the writer and the reader tell about a store: root attributes and the index."""
 
     path: Path
     _meta: dict[str, Any]
 
-    @property
+    def _read_index(self, name: str) -> np.ndarray:
+        return np.asarray(zarr.open_array(self.path, path=f"index/{name}", mode="r")[...])
+
+    @functools.cached_property
     def ids(self) -> list[str]:
-        """Sample ids in sample order."""
-        return list(self._meta["ids"])
+        """Sample ids in sample order (read from the index on first use)."""
+        return [str(i) for i in self._read_index("ids")]
+
+    def _shape_rows(self) -> np.ndarray:
+        return self._read_index("shape")
+
+    @functools.cached_property
+    def _offsets(self) -> np.ndarray:
+        return self._read_index("offset")
+
+    def tasks(self) -> list[ShardTask]:
+        """Every shard's task, in shard order."""
+        shapes = [_shape_of(row) for row in self._shape_rows()]
+        return tasks_of(self._offsets, shapes, int(self._meta["shard_elements"]))
+
+    def __len__(self) -> int:
+        return int(self._meta["n_samples"])
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -441,6 +394,18 @@ class _StoreInfo:
         bad = (self.report or {}).get("bad") or []
         return [str(b["id"]) for b in bad if isinstance(b, Mapping) and "id" in b]
 
+    def _markers(self) -> Iterator[dict[str, Any]]:
+        folder = self.path / "maps" / "_markers"
+        if folder.is_dir():
+            for marker in folder.glob("*.json"):
+                with open(marker, encoding="utf-8") as f:
+                    yield json.load(f)
+
+    def recorded_digests(self) -> dict[str, str]:
+        """The mask digest recorded for every sample whose shard is written (from the markers)."""
+        ids = self.ids
+        return {ids[p]: d for m in self._markers() for p, d in zip(m["positions"], m["digests"], strict=True)}
+
 
 class StoreWriter(_StoreInfo):
     """Writes a store shard by shard. Picklable (its path); zarr is opened lazily per process.
@@ -452,130 +417,101 @@ class StoreWriter(_StoreInfo):
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         self.path = Path(path)
         self._meta = meta
-        self._groups = [
-            ShapeGroup(tuple(g["shape"]), tuple(g["positions"]), int(g["samples_per_shard"]))
-            for g in meta["groups"]
-        ]
-        self._arrays: dict[int, zarr.Array[Any]] = {}
+        self._array: zarr.Array[Any] | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # The path only: the plan is reread (once per process), open zarr handles stay behind.
+        # The path only: the root attributes are reread (once per process), zarr is reopened.
         return _unpickle_writer, (self.path, self._meta["uid"])
 
     def __repr__(self) -> str:
-        n_ids, n_shards = len(self._meta["ids"]), len(self.tasks())
-        return f"StoreWriter({str(self.path)!r}, {n_ids} samples, {n_shards} shards)"
-
-    def tasks(self) -> list[ShardTask]:
-        """All shards, group by group."""
-        return [g.task(k, j) for k, g in enumerate(self._groups) for j in range(g.n_shards)]
+        return f"StoreWriter({str(self.path)!r}, {len(self)} samples)"
 
     def pending(self) -> list[ShardTask]:
-        """Shards without a marker: not yet written, or interrupted while being written."""
-        return [t for t in self.tasks() if not marker_path(self.path, t.group, t.shard).is_file()]
+        """Tasks without a marker: not yet written, or interrupted while being written."""
+        return [t for t in self.tasks() if not marker_path(self.path, t.shard).is_file()]
 
-    def write_shard(self, task: ShardTask, maps: np.ndarray, digests: Sequence[str]) -> None:
-        """Write one whole shard, then its marker. Call at most once at a time per shard.
+    def write_shard(self, task: ShardTask, maps: Sequence[np.ndarray], digests: Sequence[str]) -> None:
+        """Write one task's maps (in its order and shapes), then its marker. One call per task.
 
-        ``maps`` has shape ``(len(task), *task.shape)`` and the store's dtype; ``digests`` holds
-        each sample's mask digest, recorded in the marker.
+        ``digests`` holds each sample's mask digest, recorded in the marker.
 
         Examples
         --------
         >>> for task in writer.pending():                               # doctest: +SKIP
         ...     writer.write_shard(task, compute(task), digests(task))
         """
-        if not (0 <= task.group < len(self._groups)) or task != self._groups[task.group].task(
-            task.group, task.shard
-        ):
-            raise WeightmapsError(f"{task} is not a shard of the store {self.path}")
-        if not isinstance(maps, np.ndarray) or maps.shape != (len(task), *task.shape):
-            raise WeightmapsError(
-                f"shard {task.group}/{task.shard}: maps have shape "
-                f"{getattr(maps, 'shape', type(maps))}, expected {(len(task), *task.shape)}"
-            )
-        if maps.dtype != self.dtype:
-            raise WeightmapsError(
-                f"shard {task.group}/{task.shard}: maps are {maps.dtype}, "
-                f"the store holds {self.dtype}"
-            )
-        if len(digests) != len(task):
-            raise WeightmapsError(
-                f"shard {task.group}/{task.shard}: {len(digests)} digests for {len(task)} samples"
-            )
+        where = f"shard {task.shard}"
+        offsets = self._offsets
+        if not task.sample_indices or any(
+            not 0 <= i < len(offsets) or offsets[i] != o for i, o in zip(task.sample_indices, task.offsets, strict=True)
+        ) or task.shard != task.start // int(self._meta["shard_elements"]):
+            raise WeightmapsError(f"{task} is not a task of the store {self.path}")
+        if len(maps) != len(task) or len(digests) != len(task):
+            raise WeightmapsError(f"{where}: {len(maps)} maps and {len(digests)} digests for {len(task)} samples")
+        for m, shape, sample in zip(maps, task.shapes, task.sample_indices, strict=True):
+            if not isinstance(m, np.ndarray) or m.shape != shape:
+                raise WeightmapsError(f"{where}: the map of sample {sample} has shape "
+                                      f"{getattr(m, 'shape', type(m))}, expected {shape}")
+            if m.dtype != self.dtype:
+                raise WeightmapsError(f"{where}: maps are {m.dtype}, the store holds {self.dtype}")
         # NaN is the store's mark of a map never written, and inf no weight: neither is ever
         # written (one pass over the shard, on the writer's thread or process).
-        finite = np.isfinite(maps.reshape(len(task), -1)).all(axis=1)
-        if not finite.all():
-            bad = [self._meta["ids"][task.sample_indices[i]] for i in np.flatnonzero(~finite)]
-            raise WeightmapsError(
-                f"shard {task.group}/{task.shard}: the maps of {bad[:5]} hold NaN or inf; not written"
-            )
-        array = self._arrays.get(task.group)
-        if array is None:
-            array = self._arrays[task.group] = zarr.open_array(
-                self.path, path=f"maps/{task.group}", mode="r+"
-            )
-        start = task.shard * self._groups[task.group].samples_per_shard
-        array[start : start + len(task)] = maps  # aligned to the shard: one shard file, one writer
-        # The marker must never outlive its data (power loss): flush the shard file first.
-        shard_key = array.metadata.encode_chunk_key((task.shard,) + (0,) * len(task.shape))
-        _fsync(self.path / "maps" / str(task.group) / shard_key)
-        ids = self._meta["ids"]
-        marker = {
-            "group": task.group,
-            "shard": task.shard,
-            "ids": [ids[i] for i in task.sample_indices],
-            "digests": [str(d) for d in digests],
-        }
-        _atomic_write_json(marker_path(self.path, task.group, task.shard), marker)
+        bad = [sample for m, sample in zip(maps, task.sample_indices, strict=True) if not np.isfinite(m).all()]
+        if bad:
+            ids = self.ids
+            raise WeightmapsError(f"{where}: the maps of {[ids[i] for i in bad[:5]]} hold NaN or inf; not written")
+        flat = np.full(task.stop - task.start, np.nan, dtype=self.dtype)
+        for m, offset in zip(maps, task.offsets, strict=True):
+            flat[offset - task.start: offset - task.start + m.size] = m.ravel()
+        if self._array is None:
+            self._array = zarr.open_array(self.path, path="maps", mode="r+")
+        self._array[task.start: task.stop] = flat  # within the task's shards: one writer each
+        # The marker must never outlive its data (power loss): flush the shard files first.
+        for shard in range(task.shard, task.shard + task.n_shards):
+            _fsync(self.path / "maps" / self._array.metadata.encode_chunk_key((shard,)))
+        marker = {"shard": task.shard, "positions": list(task.sample_indices), "digests": [str(d) for d in digests]}
+        _atomic_write_json(marker_path(self.path, task.shard), marker)
 
     def finalize(self, report: Mapping[str, Any]) -> None:
-        """Record digests and ``report``, mark the store complete and consolidate its metadata.
+        """Record the digests and ``report``, and mark the store complete (one atomic step).
 
         Run once, by the driver, after every shard is written (it is the only attribute write).
         """
-        missing = [f"{t.group}/{t.shard}" for t in self.pending()]
+        missing = [t.shard for t in self.pending()]
         if missing:
-            shown = ", ".join(missing[:10]) + (
-                f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            )
+            shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise WeightmapsError(f"cannot finalize {self.path}: shards {shown} are not written")
-        digests: dict[str, str] = {}
-        for t in self.tasks():
-            with open(marker_path(self.path, t.group, t.shard), encoding="utf-8") as f:
-                marker = json.load(f)
-            digests.update(zip(marker["ids"], marker["digests"], strict=True))
-        meta = {
-            **self._meta,
-            "digests": digests,
-            "report": _json_roundtrip(dict(report), "report"),
-            "complete": True,
-        }
+        digests = np.zeros(len(self), dtype=np.uint64)
+        for marker in self._markers():
+            for position, digest in zip(marker["positions"], marker["digests"], strict=True):
+                digests[position] = int(digest, 16)
+        zarr.open_array(self.path, path="index/digest", mode="r+")[...] = digests
+        meta = {**self._meta, "report": _json_roundtrip(dict(report), "report"), "complete": True}
         _write_meta(self.path, meta)  # all or nothing: a full disk here leaves the store incomplete
         self._meta = meta
 
-    def recorded_digests(self) -> dict[str, str]:
-        """The mask digest recorded for every sample whose shard is written (from the markers)."""
-        digests: dict[str, str] = {}
-        for t in self.tasks():
-            try:
-                with open(marker_path(self.path, t.group, t.shard), encoding="utf-8") as f:
-                    marker = json.load(f)
-            except FileNotFoundError:
-                continue
-            digests.update(zip(marker["ids"], marker["digests"], strict=True))
-        return digests
-
     def reopen(self, tasks: Sequence[ShardTask]) -> None:
-        """Mark shards to be computed again: the store is incomplete first, then their markers go."""
+        """Mark tasks to be computed again: the store is incomplete first, then their markers go."""
         if self._meta.get("complete"):
             meta = {**self._meta, "complete": False, "report": None}
-            meta.pop("digests", None)
             _write_meta(self.path, meta)
             self._meta = meta
         for t in tasks:
-            marker_path(self.path, t.group, t.shard).unlink(missing_ok=True)
+            marker_path(self.path, t.shard).unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=16)
+def _writer_meta(path: Path, uid: str) -> dict[str, Any]:
+    # A pickled writer carries its path and the store's uid only, so a process rereads the root
+    # attributes once per store, not once per task.
+    meta = _read_meta(path)
+    if meta is None or meta.get("uid") != uid:
+        raise WeightmapsError(f"{path} was deleted or replaced while it was being written")
+    return meta
+
+
+def _unpickle_writer(path: Path, uid: str) -> StoreWriter:
+    return StoreWriter(path, _writer_meta(path, uid))
 
 
 def _write_meta(path: Path, meta: dict[str, Any]) -> None:
@@ -591,9 +527,9 @@ def _write_meta(path: Path, meta: dict[str, Any]) -> None:
     _atomic_write_json(root_file, root)
 
 
-def marker_path(store: Path, group: int, shard: int) -> Path:
-    """Where the marker of shard ``shard`` of shape group ``group`` lives: its proof of completion."""
-    return Path(store) / "maps" / str(group) / "_markers" / f"{shard}.json"
+def marker_path(store: Path, shard: int) -> Path:
+    """Where the marker of the task starting at shard ``shard`` lives: its proof of completion."""
+    return Path(store) / "maps" / "_markers" / f"{shard}.json"
 
 
 def _fsync(path: Path) -> None:
@@ -606,7 +542,7 @@ def _fsync(path: Path) -> None:
 
 
 def _atomic_write_json(path: Path, value: Any) -> None:
-    # Same directory, so os.replace is a rename within one filesystem: a reader sees no marker or
+    # Same directory, so os.replace is a rename within one filesystem: a reader sees no file or
     # a whole one, never half of one.
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -635,8 +571,10 @@ def open_store(path: str | os.PathLike[str]) -> WeightStore:
 class WeightStore(_StoreInfo):
     """Read-only view of a store: a sequence of maps addressable by position or sample id.
 
-    Picklable (path only; zarr is reopened lazily), so a data loader's workers can share it.
-    A store from a killed run opens too: ``complete`` is False and unwritten maps are all NaN.
+    Opening reads the root attributes only (a few KB); ids are read on the first lookup by id,
+    and a map read decodes the index chunk it needs and the map's own chunks. Picklable (path
+    only; zarr is reopened lazily), so a data loader's workers can share it. A store from a killed
+    run opens too: ``complete`` is False and unwritten maps are all NaN.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -648,19 +586,10 @@ class WeightStore(_StoreInfo):
             raise WeightmapsError(
                 f"{self.path} is not a weightmaps store (no zarr group with weightmaps attributes)"
             )
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise WeightmapsError(
-                f"{self.path} has store format {meta.get('format_version')}, "
-                f"this weightmaps reads format {FORMAT_VERSION}"
-            )
+        _check_format(self.path, meta)
         self._meta = meta
-        self._where = {
-            p: (k, row)
-            for k, g in enumerate(meta["groups"])
-            for row, p in enumerate(g["positions"])
-        }
-        self._index = {sid: i for i, sid in enumerate(meta["ids"])}
-        self._arrays: dict[int, zarr.Array[Any]] = {}
+        self._arrays: dict[str, zarr.Array[Any]] = {}
+        self._index_chunks: collections.OrderedDict[int, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
 
     def __reduce__(self) -> tuple[Any, ...]:
         return WeightStore, (self.path,)  # reopened lazily in the receiving process
@@ -669,11 +598,12 @@ class WeightStore(_StoreInfo):
         state = "complete" if self.complete else "incomplete"
         return f"WeightStore({str(self.path)!r}, {len(self)} maps, {self.dtype}, {state})"
 
-    def __len__(self) -> int:
-        return len(self._index)
-
     def __iter__(self) -> Iterator[str]:
         return iter(self.ids)
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {sid: i for i, sid in enumerate(self.ids)}
 
     def __contains__(self, key: object) -> bool:
         """A sample id or a position: ``key in store`` exactly when ``store[key]`` is a map."""
@@ -696,30 +626,51 @@ class WeightStore(_StoreInfo):
             raise IndexError(f"index {i} is out of range for a store of {len(self)} maps")
         return i % len(self)
 
-    def __getitem__(self, key: int | str) -> np.ndarray:
-        group, row = self._where[self._position(key)]
-        array = self._arrays.get(group)
+    def _array(self, name: str) -> zarr.Array[Any]:
+        array = self._arrays.get(name)
         if array is None:
-            array = self._arrays[group] = zarr.open_array(self.path, path=f"maps/{group}", mode="r")
-        return np.asarray(array[row])
+            array = self._arrays[name] = zarr.open_array(self.path, path=name, mode="r")
+        return array
+
+    def _where(self, i: int) -> tuple[int, tuple[int, ...]]:
+        """Offset and shape of sample ``i``, from its chunk of the index (a few recent ones kept)."""
+        chunk = i // _INDEX_CHUNK
+        rows = self._index_chunks.get(chunk)
+        if rows is None:
+            window = slice(chunk * _INDEX_CHUNK, (chunk + 1) * _INDEX_CHUNK)
+            rows = (np.asarray(self._array("index/offset")[window]), np.asarray(self._array("index/shape")[window]))
+            self._index_chunks[chunk] = rows
+            if len(self._index_chunks) > 8:
+                self._index_chunks.popitem(last=False)
+        offsets, shapes = rows
+        return int(offsets[i % _INDEX_CHUNK]), _shape_of(shapes[i % _INDEX_CHUNK])
+
+    def __getitem__(self, key: int | str) -> np.ndarray:
+        offset, shape = self._where(self._position(key))
+        return np.asarray(self._array("maps")[offset: offset + math.prod(shape)]).reshape(shape)
 
     def shape(self, key: int | str) -> tuple[int, ...]:
         """The map shape of sample ``key`` (id or position)."""
-        return tuple(self._meta["groups"][self._where[self._position(key)][0]]["shape"])
+        return self._where(self._position(key))[1]
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Every sample's map shape, in sample order."""
+        return [_shape_of(row) for row in self._shape_rows()]
 
     def digest(self, key: int | str) -> str | None:
         """The mask digest recorded for sample ``key``, or None while its shard is unwritten."""
-        pos = self._position(key)
-        if "digests" in self._meta:
-            digest = self._meta["digests"].get(self._meta["ids"][pos])
-            return None if digest is None else str(digest)
-        group, row = self._where[pos]
-        s = self._meta["groups"][group]["samples_per_shard"]
-        try:
-            with open(marker_path(self.path, group, row // s), encoding="utf-8") as f:
-                return str(json.load(f)["digests"][row % s])
-        except FileNotFoundError:
-            return None
+        position = self._position(key)
+        if self.complete:
+            return f"{int(self._digests[position]):016x}"
+        return self._pending_digests.get(position)
+
+    @functools.cached_property
+    def _digests(self) -> np.ndarray:
+        return self._read_index("digest")
+
+    @functools.cached_property
+    def _pending_digests(self) -> dict[int, str]:
+        return {p: d for m in self._markers() for p, d in zip(m["positions"], m["digests"], strict=True)}
 
     def nbytes_on_disk(self) -> int:
         """Total size of the store's files in bytes."""

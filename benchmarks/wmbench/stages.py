@@ -85,7 +85,7 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
 
     ``weightmaps.pipeline.compute`` scans (``source.read`` + ``count_labels`` per mask), creates
     the store, then per shard decodes (``source.read`` + ``mask_digest``), computes the maps
-    (``shards.compute_maps``) and writes them (``StoreWriter.write_shard``). The same calls are
+    (``shards.compute_task_maps``) and writes them (``StoreWriter.write_shard``). The same calls are
     made here in the same order; ``compute_maps`` times its own transfers and ``weight_map``'s
     edges, distance and weights through the timer. ``masks`` is anything ``open_source`` takes
     (a folder, or a list of files for the warm-up pass); ``device`` one of :data:`STAGE_DEVICES`.
@@ -93,7 +93,7 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
     from weightmaps.classweights import add_counts, class_weights, count_labels
     from weightmaps.params import MapParams
     from weightmaps.readers import mask_digest
-    from weightmaps.shards import ShardSettings, compute_maps
+    from weightmaps.shards import ShardSettings, compute_task_maps
     from weightmaps.sources import open_source
     from weightmaps.store import create_store
 
@@ -120,10 +120,10 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
     # Compute pass, shard by shard (shards.run_shard).
     for task in writer.tasks():
         with timer("decode"):
-            masks_np = np.stack([source.read(i) for i in task.sample_indices])
+            masks = [source.read(i) for i in task.sample_indices]
         with timer("digest"):
-            digests = [mask_digest(m) for m in masks_np]
-        maps = compute_maps(masks_np, settings, backend, timer=timer)
+            digests = [mask_digest(m) for m in masks]
+        maps = compute_task_maps(masks, settings, backend, timer=timer)
         with timer("write"):
             writer.write_shard(task, maps, digests)
     with timer("write"):

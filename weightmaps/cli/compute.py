@@ -17,6 +17,7 @@ from weightmaps.cli.options import (
     human_bytes,
     ignore_index_opt,
     json_opt,
+    shape_lines,
     label_map_opt,
     sigma_opt,
     spacing_opt,
@@ -103,9 +104,9 @@ def compute_cmd(inputs: str, out: str, resume: bool, overwrite: bool, progress: 
         plan = result.plan
         click.echo(f"dry run: would write {plan['n_samples']} weight maps to {plan['store']}"
                    + (" (it exists)" if plan["exists"] else ""))
-        for g in plan["groups"]:
-            click.echo(f"  shape {tuple(g['shape'])}: {g['n_samples']} maps in {g['n_shards']} shard(s) "
-                       f"of {g['samples_per_shard']}, {human_bytes(g['bytes'])} uncompressed")
+        click.echo(f"  {plan['n_shards']} shard(s), {human_bytes(plan['estimated_bytes'])} uncompressed")
+        for line in shape_lines(plan["shapes"]):
+            click.echo(f"  {line}")
         click.echo(f"  class weights: {json.dumps(plan['class_weights'])}")
         if plan["spacing"] is not None:
             click.echo(f"  spacing: {tuple(plan['spacing'])}")

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from weightmaps.cli.options import echo_json, human_bytes, json_opt, verbosity_opts
+from weightmaps.cli.options import echo_json, human_bytes, json_opt, shape_lines, verbosity_opts
+from weightmaps.layout import summarize_shapes
 
 if TYPE_CHECKING:
     from weightmaps.store import WeightStore
@@ -27,18 +28,14 @@ def info_cmd(store: str, as_json: bool) -> None:
 
     ws = open_store(store)
     n = len(ws)
-    written = sum(ws.digest(i) is not None for i in range(n)) if not ws.complete else n
-    shapes: dict[tuple[int, ...], int] = {}
-    for i in range(n):
-        shape = ws.shape(i)
-        shapes[shape] = shapes.get(shape, 0) + 1
+    written = n if ws.complete else len(ws.recorded_digests())
     info: dict[str, Any] = {
         "store": str(ws.path),
         "complete": ws.complete,
         "n_samples": n,
         "n_written": written,
         "dtype": str(ws.dtype),
-        "shapes": [{"shape": list(s), "n_samples": k} for s, k in shapes.items()],
+        "shapes": summarize_shapes(ws.shapes()),
         "bytes_on_disk": ws.nbytes_on_disk(),
         "params": ws.params.to_json(),
         "class_counts": {str(k): v for k, v in ws.class_counts.items()},
@@ -58,8 +55,8 @@ def _print(ws: WeightStore, info: dict[str, Any], written: int) -> None:
     state = "complete" if ws.complete else f"INCOMPLETE: {written} of {n} maps written (finish it with --resume)"
     click.echo(f"{ws.path}: {n} weight maps, {state}")
     click.echo(f"  dtype {info['dtype']}, {human_bytes(info['bytes_on_disk'])} on disk")
-    for s in info["shapes"]:
-        click.echo(f"  shape {tuple(s['shape'])}: {s['n_samples']} maps")
+    for line in shape_lines(info["shapes"]):
+        click.echo(f"  {line}")
     params = ws.params
     for f in dataclasses.fields(params):
         if f.name not in ("class_weights", "class_weights_origin"):  # the table below says them

@@ -97,6 +97,20 @@ def cli_words(message: str) -> str:
     return _BOTH_SPELLINGS.sub(r"\1", message)
 
 
+def shape_lines(summary: dict[str, Any]) -> list[str]:
+    """A shape summary (weightmaps.layout.summarize_shapes) in a few lines, whatever the count."""
+    if summary["distinct"] == 1:
+        only = summary["most_common"][0]
+        return [f"shape {tuple(only['shape'])}: {only['n_samples']} maps"]
+    lines = [f"{summary['distinct']} distinct shapes over {summary['n_samples']} maps"]
+    if "min" in summary:
+        lines.append(f"  per axis: min {tuple(summary['min'])}, median {tuple(summary['median'])}, "
+                     f"max {tuple(summary['max'])}")
+    common = ", ".join(f"{tuple(c['shape'])} × {c['n_samples']}" for c in summary["most_common"])
+    lines.append(f"  most common: {common}")
+    return lines
+
+
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
