@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from weightmaps._files import publish_json
 from weightmaps.errors import StoreLockedError
 
 __all__ = ["lock_path", "store_lock"]
@@ -66,7 +67,7 @@ def _acquire(lock: Path, store: str) -> None:
         "store": store,
     }
     for _ in range(3):  # a stale lock taken over, or one released while looking at it: try again
-        if _create(lock, me):
+        if publish_json(lock, me, exclusive=True):  # created whole, or not at all
             return
         holder = _read(lock)
         if holder is None:
@@ -76,23 +77,6 @@ def _acquire(lock: Path, store: str) -> None:
             continue
         raise StoreLockedError(store, str(lock), holder)
     raise StoreLockedError(store, str(lock), _read(lock) or {})
-
-
-def _create(lock: Path, content: dict[str, Any]) -> bool:
-    """Create the lock file with its whole content in one step; False if it exists."""
-    aside = lock.with_name(f"{lock.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(aside, "w", encoding="utf-8") as f:
-            json.dump(content, f)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(aside, lock)  # atomic, and fails if the lock exists: never a half-written lock
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        aside.unlink(missing_ok=True)
 
 
 def _read(lock: Path) -> dict[str, Any] | None:
@@ -119,7 +103,7 @@ def _alive(pid: Any) -> bool:
 
 def _take_over(lock: Path, stale_holder: dict[str, Any]) -> None:
     # Renaming is atomic: of two runs taking over the same stale lock, one renames it and the
-    # other finds it gone; both then race for a fresh one through _create, which one wins.
+    # other finds it gone; both then race for a fresh one through publish_json, which one wins.
     aside = lock.with_name(f"{lock.name}.{uuid.uuid4().hex}.stale")
     try:
         os.rename(lock, aside)

@@ -49,6 +49,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from weightmaps._files import publish_json
 from weightmaps._version import __version__
 from weightmaps.errors import ResumeMismatchError, SampleNotFoundError, StoreExistsError, WeightmapsError
 from weightmaps.layout import CHUNK_ELEMENTS, MAX_MAP_NDIM, Layout, ShardTask, plan_layout, tasks_of
@@ -470,7 +471,7 @@ class StoreWriter(_StoreInfo):
         for shard in range(task.shard, task.shard + task.n_shards):
             _fsync(self.path / "maps" / self._array.metadata.encode_chunk_key((shard,)))
         marker = {"shard": task.shard, "positions": list(task.sample_indices), "digests": [str(d) for d in digests]}
-        _atomic_write_json(marker_path(self.path, task.shard), marker)
+        publish_json(marker_path(self.path, task.shard), marker)
 
     def finalize(self, report: Mapping[str, Any]) -> None:
         """Record the digests and ``report``, and mark the store complete (one atomic step).
@@ -524,7 +525,7 @@ def _write_meta(path: Path, meta: dict[str, Any]) -> None:
     with open(root_file, encoding="utf-8") as f:
         root = json.load(f)
     root.setdefault("attributes", {})[_KEY] = meta
-    _atomic_write_json(root_file, root)
+    publish_json(root_file, root)
 
 
 def marker_path(store: Path, shard: int) -> Path:
@@ -539,21 +540,6 @@ def _fsync(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _atomic_write_json(path: Path, value: Any) -> None:
-    # Same directory, so os.replace is a rename within one filesystem: a reader sees no file or
-    # a whole one, never half of one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(value, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def open_store(path: str | os.PathLike[str]) -> WeightStore:
