@@ -136,9 +136,17 @@ def _scipy_distance(edges: np.ndarray, spacing: tuple[float, ...], squared: bool
     return distance.astype(DISTANCE_DTYPE, copy=False)
 
 
+# Below this many pixels scipy's transform is the faster one: edt's set-up costs about 60 µs a
+# call (2-CPU VM, 2026-11-26: 96² 0.70× edt's time, 128² 1.0×, 160² 1.8×; 16³ 0.69×, 24³ 1.0×).
+# Small masks and the U-Net map's per-instance windows (hundreds per mask) are that small.
+_EDT_FROM_PIXELS = 12_000
+
+
 def _edt_distance(edges: np.ndarray, spacing: tuple[float, ...], squared: bool) -> np.ndarray:
     import edt
 
+    if edges.size < _EDT_FROM_PIXELS:
+        return _scipy_distance(edges, spacing, squared)
     # edt's anisotropy is in array-axis order, like scipy's sampling; black_border=False keeps the
     # array border from counting as an edge. One thread: the pipeline parallelises over samples.
     inside = np.logical_not(edges).view(np.uint8)
