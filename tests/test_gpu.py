@@ -129,3 +129,22 @@ def test_pipeline_on_the_gpu_writes_the_cpu_maps(tmp_path) -> None:
     assert a.complete and a.ids == b.ids
     for sample_id in a.ids:
         np.testing.assert_allclose(a[sample_id], b[sample_id], rtol=1e-5, atol=1e-7)
+
+
+def test_unet_cupy_in_cupy_out_equals_the_cpu() -> None:
+    """The U-Net map's windows run through cuCIM one by one; the map equals the CPU's."""
+    import cupy
+
+    from tests.test_unet import cells
+
+    instances = cells((70, 90), count=30, seed=3)
+    classes = (instances != 0).astype(np.uint8)
+    classes[:5] = 9
+    kwargs = dict(w0=10.0, sigma=4.0, class_weights={0: 0.5, 1: 2.0}, spacing=(1.5, 1.0), ignore_index=9)
+    gpu = wm.unet_weights(cupy.asarray(instances), classes=cupy.asarray(classes), **kwargs)
+    assert isinstance(gpu, cupy.ndarray) and gpu.dtype == np.float32
+    np.testing.assert_allclose(gpu.get(), wm.unet_weights(instances, classes=classes, device="cpu", **kwargs),
+                               rtol=1e-5, atol=1e-5)
+    made = wm.instances_from_labels(cupy.asarray(classes), ignore_index=9)
+    assert isinstance(made, cupy.ndarray)
+    np.testing.assert_array_equal(made.get(), wm.instances_from_labels(classes, ignore_index=9))

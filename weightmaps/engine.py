@@ -134,7 +134,7 @@ def uncertainty(
     """
     sigma = check_sigma(sigma)
     backend, data, ndim, restore = _prepare(labels, device, batch)
-    spacing, factor = _sigma_spacing(check_spacing(spacing, ndim), sigma)
+    spacing, factor = sigma_units(check_spacing(spacing, ndim), sigma)
     edges = _edges(data, check_connectivity(connectivity, ndim), batch)
     exponent = _distance(backend, edges, spacing, batch, squared=True)
     xp = backend.xp
@@ -195,7 +195,7 @@ def weight_map(
     out_dtype = _output_dtype(dtype)
     table = class_weight_table(class_weights, ignore_index)
     backend, data, ndim, restore = _prepare(labels, device, batch, check_values=False)
-    spacing, factor = _sigma_spacing(check_spacing(spacing, ndim), sigma)
+    spacing, factor = sigma_units(check_spacing(spacing, ndim), sigma)
     connectivity = check_connectivity(connectivity, ndim)
     validate = validate or backend.xp is np  # the numpy lookup clips: it has no NaN guard
     if validate:
@@ -282,7 +282,7 @@ def _distance(backend: Backend, edges: Any, spacing: tuple[float, ...], batch: b
         # scipy would return garbage without any edge pixel; there is no nearest edge: +inf.
         if not bool(edges.any()):
             return xp.full(edges.shape, np.inf, dtype=DISTANCE_DTYPE)
-        return _transform(backend, edges, spacing, squared)
+        return nearest_distance(backend, edges, spacing, squared)
     has_edge = to_numpy(edges.reshape(edges.shape[0], -1).any(axis=1))
     distance = xp.empty(edges.shape, dtype=DISTANCE_DTYPE)
     groups = [(0, len(edges), False)]
@@ -293,12 +293,16 @@ def _distance(backend: Backend, edges: Any, spacing: tuple[float, ...], batch: b
             distance[start:stop] = _stacked_distance(backend, edges[start:stop], spacing, squared, has_edge[start:stop])
             continue
         for i in range(start, stop):
-            distance[i] = _transform(backend, edges[i], spacing, squared) if has_edge[i] else np.inf
+            distance[i] = nearest_distance(backend, edges[i], spacing, squared) if has_edge[i] else np.inf
     return distance
 
 
-def _transform(backend: Backend, edges: Any, spacing: tuple[float, ...], squared: bool) -> Any:
-    """The backend's transform of one array, or the CPU's where cuCIM cannot take it."""
+def nearest_distance(backend: Backend, edges: Any, spacing: tuple[float, ...], squared: bool) -> Any:
+    """Distance (or its square) of every pixel to the nearest True pixel of ``edges``, one array.
+
+    The backend's transform, or the CPU's where cuCIM cannot take the array (cuda_plan). For the
+    engine's map modules (weightmaps.unet); the public functions take labels, not masks.
+    """
     if backend.free_memory is None:
         return backend.distance_transform(edges, spacing, squared)
     reason = cuda_plan.transform_limit(edges.shape, backend.free_memory())
@@ -328,7 +332,7 @@ def _stacked_distance(
     sample: on a GPU, small samples are bound by launch overhead, not by arithmetic.
     """
     reach = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(edges.shape[1:], spacing, strict=True))))
-    distance = _transform(backend, edges, (2.0 * reach + 1.0, *spacing), squared)
+    distance = nearest_distance(backend, edges, (2.0 * reach + 1.0, *spacing), squared)
     distance[backend.xp.asarray(~has_edge)] = np.inf
     return distance
 
@@ -364,8 +368,10 @@ def _times_power_of_two(distance: Any, k: int) -> Any:
         return (distance.astype(np.float64) * math.ldexp(1.0, k)).astype(DISTANCE_DTYPE)
 
 
-def _sigma_spacing(spacing: tuple[float, ...], sigma: float) -> tuple[tuple[float, ...], float]:
+def sigma_units(spacing: tuple[float, ...], sigma: float) -> tuple[tuple[float, ...], float]:
     """The spacing to run the transform with, and the factor taking its d² to d²/(2σ²).
+
+    For the engine's map modules too (weightmaps.unet).
 
     Measured in units of σ·√2 (clamped at :data:`_SATURATED`, which changes no weight) and scaled
     by a power of two into [1, 2): no σ or spacing the checks accept can make the maths produce

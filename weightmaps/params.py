@@ -16,11 +16,18 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from weightmaps.errors import WeightmapsError
+from weightmaps.validation import check_unet_parameters
 
-__all__ = ["MAP_KINDS", "MapParams"]
+__all__ = ["INSTANCE_MODES", "MAP_KINDS", "UNET_FIELDS", "MapParams"]
 
-# The kinds of map a store can hold. "bressan": w = φ_c · δ (Bressan et al. 2021).
-MAP_KINDS = ("bressan",)
+# The kinds of map a store can hold. "bressan": w = φ_c · δ (Bressan et al. 2021); "unet":
+# w = w_c + w0 · exp(−(d1 + d2)² / 2σ²) between instances (Ronneberger et al. 2015, weightmaps.unet).
+MAP_KINDS = ("bressan", "unet")
+# How a "unet" map finds its instances: the masks are instance masks ("as-is"), or the connected
+# components of every class of a semantic mask ("connected").
+INSTANCE_MODES = ("as-is", "connected")
+# The fields only a "unet" map has (None on the others), and their defaults there.
+UNET_FIELDS = {"w0": 10.0, "tolerance": 1e-4, "instances": "as-is"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,11 @@ class MapParams:
         Whether float masks of whole numbers were read as labels (``--float-labels``).
     kind : str
         The map kind, one of :data:`MAP_KINDS`.
+    w0, tolerance : float or None
+        The separation term's height and accuracy of a ``"unet"`` map (see
+        :func:`weightmaps.unet_weights`); None for the other kinds.
+    instances : str or None
+        Where a ``"unet"`` map's instances come from, one of :data:`INSTANCE_MODES`.
 
     Examples
     --------
@@ -75,6 +87,9 @@ class MapParams:
     max_weight: float | None = None
     float_labels: bool = False
     kind: str = "bressan"
+    w0: float | None = None
+    tolerance: float | None = None
+    instances: str | None = None
 
     def __post_init__(self) -> None:
         # Normalised once, here, so that equal settings compare equal (a resume after
@@ -100,9 +115,28 @@ class MapParams:
         if self.max_weight is not None:
             set_(self, "max_weight", float(self.max_weight))
         set_(self, "float_labels", bool(self.float_labels))
+        self._normalise_kind_fields()
+
+    def _normalise_kind_fields(self) -> None:
+        set_ = object.__setattr__
+        if self.kind != "unet":
+            given = [name for name in UNET_FIELDS if getattr(self, name) is not None]
+            if given:
+                raise WeightmapsError(f"{', '.join(given)} apply to map kind 'unet', not {self.kind!r}")
+            return
+        for name, default in UNET_FIELDS.items():
+            if getattr(self, name) is None:
+                set_(self, name, default)
+        w0, tolerance = check_unet_parameters(self.w0, self.tolerance)
+        set_(self, "w0", w0)
+        set_(self, "tolerance", tolerance)
+        if self.instances not in INSTANCE_MODES:
+            raise WeightmapsError(f"instances must be one of {INSTANCE_MODES}, got {self.instances!r}")
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`weightmaps.weight_map` these parameters fix."""
+        if self.kind != "bressan":
+            raise WeightmapsError(f"a {self.kind!r} map is not made by weight_map (see weightmaps.maps)")
         return {
             "sigma": self.sigma,
             "class_weights": self.class_weights,
@@ -136,6 +170,8 @@ class MapParams:
             record["float_labels"] = True
         if self.kind != "bressan":
             record["kind"] = self.kind
+        if self.kind == "unet":
+            record.update({name: getattr(self, name) for name in UNET_FIELDS})
         return record
 
     @classmethod
@@ -159,6 +195,7 @@ class MapParams:
                 max_weight=record.get("max_weight"),
                 float_labels=record.get("float_labels", False),
                 kind=record.get("kind", "bressan"),
+                **{name: record.get(name) for name in UNET_FIELDS},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WeightmapsError(f"store parameters are not readable ({type(exc).__name__}: {exc}): {dict(record)}") from None

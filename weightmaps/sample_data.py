@@ -11,6 +11,8 @@ the same bytes on every machine.
 
 from __future__ import annotations
 
+import math
+
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 
 from weightmaps.errors import WeightmapsError
 
-__all__ = ["make_images", "make_masks", "write_dataset"]
+__all__ = ["make_images", "make_instance_masks", "make_masks", "write_dataset"]
 
 # Radius of an object as a fraction of each axis' extent, per dimensionality, so that a common
 # object covers roughly 2-10 % of the image / volume and a rare one 0.4-1.5 %.
@@ -108,6 +110,46 @@ def make_masks(
             lo, hi = _RARE_RADIUS[ndim]
             for _ in range(int(rng.integers(1, 5))):
                 _paint_blob(mask, rng, num_classes - 1, rng.uniform(lo, hi), touch_border=False)
+    return masks
+
+
+def make_instance_masks(n: int, shape: tuple[int, ...], *, instances: int = 50, seed: int = 0) -> np.ndarray:
+    """Instance masks of touching cells, like nuclei in microscopy: for the U-Net map.
+
+    Discs (balls in 3-D) of random radius at random places, each drawn over the earlier ones, so
+    that many touch and some are cut; about 45 % of the pixels are cells. Ids are 1..instances in
+    drawing order (a cell drawn over entirely leaves a gap in the ids).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, *shape)`` int32, 0 = background.
+
+    Examples
+    --------
+    >>> masks = make_instance_masks(2, (128, 128), instances=40, seed=1)
+    >>> masks.shape, masks.dtype, 30 < len(np.unique(masks[0])) <= 41
+    ((2, 128, 128), dtype('int32'), True)
+    """
+    shape = _check_shape(shape)
+    if instances < 1 or n < 0:
+        raise WeightmapsError(f"instances: {instances} must be >= 1 and n: {n} >= 0")
+    rng = np.random.default_rng(seed)
+    ndim = len(shape)
+    # Mean radius such that `instances` cells of it would cover about 60 % of the mask; overlap
+    # brings the covered share down to about 45 %.
+    volume = math.pi if ndim == 2 else 4.0 * math.pi / 3.0
+    mean_radius = (0.6 * math.prod(shape) / instances / volume) ** (1.0 / ndim)
+    masks = np.zeros((n, *shape), dtype=np.int32)
+    for mask in masks:
+        for k in range(1, instances + 1):
+            centre = rng.uniform(0, shape)
+            radius = mean_radius * rng.uniform(0.6, 1.3)
+            box = tuple(slice(max(0, int(c - radius)), min(size, int(c + radius) + 2))
+                        for c, size in zip(centre, shape, strict=True))
+            grid = np.ogrid[box]
+            inside = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)) <= radius**2
+            mask[box][inside] = k
     return masks
 
 

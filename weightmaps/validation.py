@@ -115,17 +115,20 @@ def check_connectivity(connectivity: Any, ndim: int) -> int:
     return int(connectivity)
 
 
-def check_weights_fit(class_weights: Mapping[int, float], dtype: str) -> None:
-    """Every class weight (δ ≤ 1, so the largest value of a map) fits the output dtype.
+def check_weights_fit(class_weights: Mapping[int, float], dtype: str, headroom: float = 0.0) -> None:
+    """Every class weight plus ``headroom`` (the largest value of a map) fits the output dtype.
 
-    float16 holds up to 65504: a rare class's balanced weight of 1e5 would be written as inf.
+    δ ≤ 1, so a paper's map is at most its largest weight; a U-Net map adds up to w0 (the
+    ``headroom``). float16 holds up to 65504: a rare class's balanced weight of 1e5 would be
+    written as inf.
     """
     # The kernel's lookup table is float32 whatever the output: a weight must fit both.
     limit = min(float(np.finfo(dtype).max), float(np.finfo(np.float32).max))
     for label, weight in class_weights.items():
-        if weight > limit:
+        if weight + headroom > limit:
+            plus = f" + w0 {headroom:g}" if headroom else ""
             raise WeightmapsError(
-                f"class {label}'s weight {weight:g} does not fit {dtype} (largest {limit:g}): its pixels "
+                f"class {label}'s weight {weight:g}{plus} does not fit {dtype} (largest {limit:g}): its pixels "
                 f"would be inf; {'store float32 or ' if dtype == 'float16' else ''}cap the weights with "
                 "max_weight (--max-weight)"
             )
@@ -170,3 +173,16 @@ def check_label_options(
             f"label_map maps the ignore label {ignore_index} to {target}, so no pixel would be ignored; "
             f"ignore {target} instead, or leave {ignore_index} out of the label map"
         )
+
+
+def check_unet_parameters(w0: Any, tolerance: Any) -> tuple[float, float]:
+    """The U-Net map's w0 (a finite number >= 0) and tolerance (in (0, 1)), as floats."""
+    try:
+        w0, tolerance = float(w0), float(tolerance)
+    except (TypeError, ValueError):
+        raise WeightmapsError(f"w0 and tolerance must be numbers, got {w0!r} and {tolerance!r}") from None
+    if not (math.isfinite(w0) and w0 >= 0):
+        raise WeightmapsError(f"w0 must be a finite number >= 0, got {w0!r}")
+    if not 0 < tolerance < 1:
+        raise WeightmapsError(f"tolerance must lie in (0, 1), got {tolerance!r}")
+    return w0, tolerance

@@ -1,0 +1,31 @@
+"""A batch of maps of any kind, as a :class:`~weightmaps.params.MapParams` describes it.
+
+The one place that knows which function makes which kind of map: the shards (every runner, Dask
+included) and :class:`~weightmaps.torch.PixelWeights` call :func:`compute_batch` and stay the same
+for every kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from weightmaps.backend import Backend
+from weightmaps.engine import StageTimer, untimed, weight_map
+from weightmaps.params import MapParams
+
+__all__ = ["compute_batch"]
+
+
+def compute_batch(
+    masks: Any, params: MapParams, backend: Backend, *, timer: StageTimer | None = None, validate: bool = False
+) -> Any:
+    """The maps of a stack of same-shaped masks (on ``backend``'s device), in ``params.dtype``.
+
+    ``validate`` as for :func:`weightmaps.weight_map` (the U-Net map always checks its input).
+    """
+    if params.kind == "unet":
+        from weightmaps.unet import unet_batch
+
+        with (timer or untimed)("distance"):
+            return unet_batch(masks, params, backend)
+    return weight_map(masks, **params.engine_kwargs(), device=backend, batch=True, timer=timer, validate=validate)

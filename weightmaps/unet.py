@@ -1,0 +1,331 @@
+"""U-Net separation weights (Ronneberger et al. 2015, Eq. 2), exact within a tolerance and windowed.
+
+    w(x) = w_c[class(x)] + s(x),   s(x) = w0 · exp(−(d1(x) + d2(x))² / (2σ²)) on background pixels
+
+d1, d2: the distance (in ``spacing`` units) from x to the nearest pixel of the nearest and of the
+second-nearest instance. s is 0 on instance pixels, and everywhere when a mask holds fewer than two
+instances. Ignored pixels weigh 0 and are neither background nor instance.
+
+Every implementation users find runs one full-image distance transform per instance: minutes per
+image at a few hundred instances. Here each instance's distance is computed only where it can
+matter: s ≥ tolerance · w0 needs d1 + d2 ≤ R = σ·sqrt(2·ln(1/tolerance)), so both d1 ≤ R and
+d2 ≤ R, and an instance's distance is needed only inside its bounding box grown by R. Where the
+exact d1 + d2 ≤ R both instances' windows cover the pixel and the result is exact; elsewhere the
+exact and the computed s are both below tolerance · w0. So |s − s_exact| ≤ tolerance · w0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from weightmaps.backend import DISTANCE_DTYPE, Backend, array_module, backend_for, is_cupy_array, to_numpy
+from weightmaps.engine import OUTPUT_DTYPES, class_weight_table, nearest_distance, sigma_units
+from weightmaps.errors import WeightmapsError
+from weightmaps.params import MapParams
+from weightmaps.validation import (
+    check_connectivity,
+    check_labels,
+    check_sigma,
+    check_spacing,
+    check_unet_parameters,
+    sample_ndim,
+)
+
+__all__ = ["instances_from_labels", "nearest_two_instances", "unet_batch", "unet_weights"]
+
+
+def _check_instances(instances: Any) -> Any:
+    instances = instances if is_cupy_array(instances) else np.asarray(instances)
+    check_labels(instances)  # integer, non-negative, 2-D or 3-D, non-empty
+    return instances
+
+
+def reach(sigma: float, tolerance: float) -> float:
+    """R = σ·sqrt(2·ln(1/tolerance)): beyond d1 + d2 = R the separation term is below tolerance·w0."""
+    return sigma * math.sqrt(2.0 * math.log(1.0 / tolerance))
+
+
+def nearest_two_instances(
+    instances: Any,
+    *,
+    spacing: Any = None,
+    within: float | None = None,
+    ignore_index: int | None = None,
+    device: str | Backend = "auto",
+) -> tuple[Any, Any]:
+    """d1, d2: distance from every pixel to the nearest pixel of the nearest and second-nearest instance.
+
+    In ``spacing`` units, float32; +inf where there is no such instance. With ``within``, each
+    instance's distance is computed only inside its bounding box grown by ``within`` (beyond it
+    reads +inf): exact wherever both distances are at most ``within``. Instance 0 (background) and
+    ``ignore_index`` are no instances.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d1, d2 = nearest_two_instances(np.array([[1, 0, 0, 2]]), device="cpu")
+    >>> d1.tolist(), d2.tolist()
+    ([[0.0, 1.0, 1.0, 0.0]], [[3.0, 2.0, 2.0, 3.0]])
+    """
+    instances = _check_instances(instances)
+    backend = backend_for(instances, device)
+    spacing = check_spacing(spacing, instances.ndim)
+    d1, d2 = _two_nearest(backend, backend.asarray(instances), spacing, None if within is None else float(within),
+                          ignore_index)
+    restore = (lambda a: a) if is_cupy_array(instances) else to_numpy
+    return restore(d1), restore(d2)
+
+
+def _two_nearest(
+    backend: Backend, instances: Any, spacing: tuple[float, ...], within: float | None, ignore_index: int | None
+) -> tuple[Any, Any]:
+    xp = backend.xp
+    d1 = xp.full(instances.shape, np.inf, dtype=DISTANCE_DTYPE)
+    d2 = xp.full(instances.shape, np.inf, dtype=DISTANCE_DTYPE)
+    host = to_numpy(instances)
+    boxes, numbered = _instance_boxes(host, ignore_index)
+    if not boxes:
+        return d1, d2
+    # The device already holds the ids when they number themselves.
+    numbered_device = numbered if xp is np else instances if numbered is host else backend.asarray(numbered)
+    # A pixel within `within` of an instance pixel lies at most floor(within / spacing) pixels
+    # from it along every axis; the 1e-6 keeps a rounding of the quotient from losing one.
+    grow = [host.shape[a] if within is None else math.floor(within / spacing[a] * (1 + 1e-6))
+            for a in range(host.ndim)]
+    windows = [(number, *_grown(box, grow, host.shape)) for number, box in boxes]
+    larger = xp.empty(max(math.prod(shape) for _, _, shape in windows), dtype=DISTANCE_DTYPE)
+    for number, window, shape in windows:
+        distance = nearest_distance(backend, numbered_device[window] == number, spacing, squared=False)
+        near, second = d1[window], d2[window]
+        # The two smallest of (near, second, distance), in place: second = min(second, max(near,
+        # distance)), near = min(near, distance).
+        bigger = larger[: math.prod(shape)].reshape(shape)
+        xp.maximum(near, distance, out=bigger)
+        xp.minimum(second, bigger, out=second)
+        xp.minimum(near, distance, out=near)
+    return d1, d2
+
+
+def _grown(box: tuple[slice, ...], grow: list[int], shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+    """A bounding box grown by ``grow`` pixels per axis, clipped to the array; and its shape."""
+    window = tuple(slice(max(0, b.start - g), min(n, b.stop + g)) for b, g, n in zip(box, grow, shape, strict=True))
+    return window, tuple(w.stop - w.start for w in window)
+
+
+# Instance ids up to this many times the pixel count are looked up in a table (one pass, no
+# sort); sparser ids (anything up to 2**63) are numbered through a sort.
+_TABLE_IDS_PER_PIXEL = 4
+
+
+def _instance_boxes(host: np.ndarray, ignore_index: int | None) -> tuple[list[tuple[int, tuple[slice, ...]]], np.ndarray]:
+    """Every instance's number in the returned array, and its bounding box there.
+
+    Ids that are small enough number themselves (the array is returned as it is); otherwise the
+    instances are numbered 1..n (0: background and ignored pixels).
+    """
+    from scipy import ndimage
+
+    top = int(host.max())
+    if top <= _TABLE_IDS_PER_PIXEL * host.size + 1024:
+        numbered = host if host.dtype.kind != "b" else host.view(np.uint8)
+        boxes = ndimage.find_objects(numbered, max_label=top)
+        return [(k, box) for k, box in enumerate(boxes, start=1) if box is not None and k != ignore_index], numbered
+    ids, inverse = np.unique(host, return_inverse=True)
+    numbered = inverse.reshape(host.shape).astype(np.int64)  # 0 stays 0: the smallest id is 0 or more
+    if ids[0] != 0:
+        numbered += 1
+        ids = np.concatenate([[0], ids])
+    skip = {0} | ({int(np.searchsorted(ids, ignore_index))} if ignore_index is not None and ignore_index in ids else set())
+    boxes = ndimage.find_objects(numbered, max_label=len(ids) - 1)
+    return [(k, box) for k, box in enumerate(boxes, start=1) if box is not None and k not in skip], numbered
+
+
+def unet_weights(
+    instances: Any,
+    *,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+    class_weights: Mapping[int, float] | None = None,
+    classes: Any = None,
+    spacing: Any = None,
+    ignore_index: int | None = None,
+    tolerance: float = 1e-4,
+    dtype: str = "float32",
+    device: str | Backend = "auto",
+) -> Any:
+    """The U-Net weight map w = w_c[class] + w0 · exp(−(d1 + d2)² / (2σ²)) of Ronneberger et al. (2015).
+
+    Parameters
+    ----------
+    instances : array
+        Instance labels, 2-D or 3-D integers: 0 is background, every other value one instance
+        (ids need not be consecutive). See :func:`instances_from_labels` for semantic masks.
+    w0, sigma : float
+        Height and width (in ``spacing`` units) of the separation term (the paper: 10 and 5 px).
+    class_weights : mapping, optional
+        ``w_c`` by class; default 1 for every class.
+    classes : array, optional
+        The class of every pixel (e.g. the semantic mask the instances came from); default 0 on
+        background and 1 on instances.
+    spacing : float or sequence of float, optional
+        Pixel size per axis.
+    ignore_index : int, optional
+        A value of ``classes`` (or of ``instances`` without ``classes``): weight 0, and neither
+        background nor instance.
+    tolerance : float
+        |s − s_exact| ≤ tolerance · w0 everywhere (see the module docstring); it sets how far
+        each instance's distance is computed.
+    dtype : {"float32", "float16"}
+    device : {"auto", "cuda", "cpu", "scipy"} or Backend
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> cells = np.array([[1, 1, 0, 2, 2]])
+    >>> unet_weights(cells, w0=10.0, sigma=1.0, device="cpu").round(2)
+    array([[1.  , 1.  , 2.35, 1.  , 1.  ]], dtype=float32)
+    """
+    sigma = check_sigma(sigma)
+    w0, tolerance = check_unet_parameters(w0, tolerance)
+    if str(np.dtype(dtype)) not in OUTPUT_DTYPES:
+        raise WeightmapsError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
+    instances = _check_instances(instances)
+    backend = backend_for(instances, device)
+    xp = backend.xp
+    data = backend.asarray(instances)
+    ndim = sample_ndim(data, False)
+    spacing = check_spacing(spacing, ndim)
+    if classes is None:
+        pixel_class = data != 0
+        ignored = (data == ignore_index) if ignore_index is not None else None
+        instance_ignore = ignore_index
+    else:
+        pixel_class = backend.asarray(classes if is_cupy_array(classes) else np.asarray(classes))
+        check_labels(pixel_class)
+        if pixel_class.shape != data.shape:
+            raise WeightmapsError(f"classes have shape {tuple(pixel_class.shape)}, instances {tuple(data.shape)}")
+        ignored = (pixel_class == ignore_index) if ignore_index is not None else None
+        instance_ignore = None
+    if ignored is not None and bool(ignored.any()):
+        data = xp.where(ignored, 0, data)  # neither an instance, nor (below) background
+    # Distances in units of σ·√2 (see engine.sigma_units): s = w0 · exp(−(u1 + u2)²).
+    scaled, factor = sigma_units(spacing, sigma)
+    unit = math.sqrt(factor)
+    # On a background pixel d1 is at least the smallest spacing (the nearest instance pixel is a
+    # step away at least), so d1 + d2 ≤ R needs d2 ≤ R − that: each window grows by that much.
+    reach_units = math.sqrt(math.log(1.0 / tolerance)) / unit  # R / (σ√2), in the transform's units
+    within = max(reach_units - min(scaled), 0.0)
+    d1, d2 = _two_nearest(backend, data, scaled, within, instance_ignore)
+    separation = d1
+    separation += d2
+    separation *= np.float32(unit)
+    xp.square(separation, out=separation)
+    xp.negative(separation, out=separation)
+    xp.exp(separation, out=separation)
+    separation *= np.float32(w0)
+    separation *= data == 0  # instances get no separation term
+    if class_weights is None:
+        weights = separation
+        weights += np.float32(1.0)
+    else:
+        weights = separation
+        weights += _class_weights_of(pixel_class, class_weights, ignore_index)
+    if ignored is not None:
+        weights[ignored] = 0
+    out = weights.astype(dtype)
+    return out if is_cupy_array(instances) else to_numpy(out)
+
+
+def _class_weights_of(pixel_class: Any, class_weights: Mapping[int, float], ignore_index: int | None) -> Any:
+    """w_c of every pixel (float32); a class without a weight is an error naming it."""
+    xp = array_module(pixel_class)
+    if pixel_class.dtype == bool:  # background / instance: classes 0 and 1
+        pixel_class = pixel_class.view(np.uint8)
+    table = class_weight_table(class_weights, ignore_index)
+    values = xp.asarray(table.values)
+    if table.keys is None:
+        if int(pixel_class.max()) >= table.values.size:
+            raise WeightmapsError(f"class(es) {table.missing(pixel_class)} occur but have no class weight "
+                                  f"(weights given for {sorted(class_weights)})")
+        base = values[pixel_class.astype(np.intp, copy=False)]
+    else:
+        positions = table.indices(pixel_class)
+        if bool((positions == len(table.keys)).any()):
+            raise WeightmapsError(f"class(es) {table.missing(pixel_class)} occur but have no class weight "
+                                  f"(weights given for {sorted(class_weights)})")
+        base = values[positions]
+    if bool(xp.isnan(base).any()):  # a class inside the table's range without a weight
+        raise WeightmapsError(f"class(es) {table.missing(pixel_class)} occur but have no class weight "
+                              f"(weights given for {sorted(class_weights)})")
+    return base
+
+
+def instances_from_labels(
+    labels: Any, *, connectivity: int = 1, background: int = 0, ignore_index: int | None = None
+) -> Any:
+    """Instances of a semantic mask: the connected components of every class, numbered 1, 2, ...
+
+    Background and ``ignore_index`` pixels are 0. Components of different classes never merge,
+    even when they touch. int32; on the input's device.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> instances_from_labels(np.array([[1, 1, 0, 1, 2, 2]]))
+    array([[1, 1, 0, 2, 3, 3]], dtype=int32)
+    """
+    labels = _check_instances(labels)
+    ndim = sample_ndim(labels, False)
+    connectivity = check_connectivity(connectivity, ndim)
+    if is_cupy_array(labels):
+        import cupy
+        from cupyx.scipy import ndimage
+
+        xp: Any = cupy
+    else:
+        from scipy import ndimage
+
+        xp = np
+    structure = ndimage.generate_binary_structure(ndim, connectivity)
+    out = xp.zeros(labels.shape, dtype=np.int32)
+    offset = 0
+    for value in (int(v) for v in to_numpy(xp.unique(labels))):
+        if value == background or value == ignore_index:
+            continue
+        components, count = ndimage.label(labels == value, structure=xp.asarray(structure) if xp is not np else structure)
+        count = int(count)
+        out = xp.where(components > 0, components.astype(np.int32) + np.int32(offset), out)
+        offset += count
+        if offset >= np.iinfo(np.int32).max:
+            raise WeightmapsError(f"more than {np.iinfo(np.int32).max} instances in one mask")
+    return out
+
+
+def unet_batch(masks: Any, params: MapParams, backend: Backend) -> Any:
+    """The U-Net maps of a stack of same-shaped masks as ``params`` (kind ``"unet"``) describe them.
+
+    ``params.instances`` says what the masks are: ``"as-is"``, instance masks (classes: background
+    and instance); ``"connected"``, semantic masks whose classes' connected components are the
+    instances and whose labels are the classes.
+    """
+    if params.kind != "unet":
+        raise WeightmapsError(f"unet_batch makes 'unet' maps, not {params.kind!r}")
+    xp = backend.xp
+    out = xp.empty(masks.shape, dtype=params.dtype)
+    for i in range(len(masks)):
+        mask = masks[i]
+        if params.instances == "connected":
+            instances = instances_from_labels(mask, connectivity=params.connectivity, ignore_index=params.ignore_index)
+            classes = mask
+        else:
+            instances, classes = mask, None
+        out[i] = unet_weights(
+            instances, classes=classes, w0=params.w0, sigma=params.sigma, class_weights=params.class_weights,  # type: ignore[arg-type]
+            spacing=params.spacing, ignore_index=params.ignore_index, tolerance=params.tolerance,  # type: ignore[arg-type]
+            dtype=params.dtype, device=backend,
+        )
+    return out
