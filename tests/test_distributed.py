@@ -280,3 +280,12 @@ def test_cli_refuses_more_gpu_workers_than_gpus(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "local GPU workers asked for" in result.output
     assert not (tmp_path / "w.zarr").exists()
+
+
+def test_unet_maps_on_the_cluster_equal_in_process(client: Any, masks: Path, tmp_path: Path) -> None:
+    """The U-Net map goes through the same shards: the same store on Dask as in this process."""
+    args = {**ARGS, "kind": "unet", "w0": 5.0, "instances": "connected"}
+    compute(str(masks), tmp_path / "local.zarr", workers=1, **args)
+    compute_on_dask(client, str(masks), tmp_path / "dask.zarr", **args)
+    assert_same_store(tmp_path / "local.zarr", tmp_path / "dask.zarr")
+    assert open_store(tmp_path / "dask.zarr").params.kind == "unet"

@@ -312,6 +312,7 @@ def scan_on_dask(
     chunk_size: int | None = None,
     progress: Progress | None = None,
     digests: bool = False,
+    instance_masks: bool = False,
     **_ignored: Any,
 ) -> ScanResult:
     """:func:`weightmaps.stats.scan` as a map-reduce on a Dask cluster; the same result.
@@ -338,7 +339,7 @@ def scan_on_dask(
     if chunk_size is None:
         chunk_size = max(1, min(_MAX_SCAN_CHUNK, math.ceil(n / (_SCAN_TASKS_PER_THREAD * _nthreads(client)))))
     token = uuid.uuid4().hex
-    job = _submit_job(client, _ScanJob(source, ScanChecks(num_classes, ignore_index, digests)), token)
+    job = _submit_job(client, _ScanJob(source, ScanChecks(num_classes, ignore_index, digests, instance_masks)), token)
     tally = ScanTally()
 
     def submit(indices: tuple[int, ...], attempt: str) -> Any:

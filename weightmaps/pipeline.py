@@ -39,7 +39,7 @@ from weightmaps.engine import OUTPUT_DTYPES, class_weight_table
 from weightmaps.errors import BadSample, ResumeMismatchError, StoreExistsError, WeightmapsError
 from weightmaps.layout import plan_layout, summarize_shapes
 from weightmaps.lock import store_lock
-from weightmaps.params import MapParams
+from weightmaps.params import UNET_FIELDS, MapParams
 from weightmaps.shards import (
     ShardExecutor,
     ShardSettings,
@@ -167,6 +167,10 @@ def compute(
     samples_per_shard: int | None = None,
     max_weight: float | None = None,
     recompute_changed: bool = False,
+    kind: str = "bressan",
+    w0: float | None = None,
+    tolerance: float | None = None,
+    instances: str | None = None,
     parallel: Literal["auto", "processes", "threads"] = "auto",
     executor: ShardExecutor | None = None,
     progress: Progress | None = None,
@@ -174,7 +178,8 @@ def compute(
     """Compute the weight map of every mask of a dataset into a sharded zarr v3 store.
 
     ``w(x) = φ_c(x) · (1 − exp(−d(x)² / (2σ²)))`` per pixel, as :func:`weightmaps.weight_map`,
-    for every mask; the store's maps equal ``weight_map`` on each mask, whatever ``device``
+    for every mask (``kind="unet"``: the U-Net map of :func:`weightmaps.unet_weights`, with
+    φ as its class weights ``w_c``); the store's maps equal that function on each mask, whatever ``device``
     (up to float rounding between the ``"cpu"`` and ``"scipy"`` distance transforms),
     ``batch_size``, ``workers`` or how often the run was killed and resumed.
 
@@ -226,6 +231,15 @@ def compute(
         map is written changed (the scan compares every mask's digest with the store's).
     recompute_changed : bool
         On resume, compute again exactly the shards whose masks changed instead of refusing.
+    kind : {"bressan", "unet"}
+        The map: Bressan et al.'s ``φ_c · δ`` or Ronneberger et al.'s U-Net separation weights.
+    w0, tolerance : float, optional
+        For ``kind="unet"``: the separation term's height (default 10) and accuracy (default
+        1e-4; see :func:`weightmaps.unet_weights`). ``sigma`` is its width.
+    instances : {"as-is", "connected"}, optional
+        For ``kind="unet"``: the masks are instance masks (default; their class weights count
+        background against instance pixels), or semantic masks whose classes' connected
+        components (``connectivity``) are the instances and whose labels are the classes.
     overwrite : bool
         Replace an existing store. Without ``resume`` or ``overwrite`` an existing store is an
         error.
@@ -291,6 +305,7 @@ def compute(
         raise WeightmapsError(f"parallel must be 'auto', 'processes' or 'threads', got {parallel!r}")
     sigma = check_sigma(sigma)
     check_label_options(ignore_index, label_map, num_classes)
+    map_fields = _map_fields(kind, sigma, w0, tolerance, instances, num_classes)
     if max_weight is not None and not (math.isfinite(max_weight) and max_weight > 0):
         raise WeightmapsError(f"max_weight must be a finite number > 0, got {max_weight!r}")
     backend = get_backend(device)
@@ -315,6 +330,7 @@ def compute(
         source, ignore_index=ignore_index, num_classes=num_classes, label_map=None,
         skip_bad=skip_bad, threads=default_threads(workers), processes=processes, progress=progress,
         digests=resuming,  # a resume compares them with the store's: a changed mask must not keep its map
+        instance_masks=map_fields.get("instances") == "as-is",
     )
     spacing_used = _resolve_spacing(spacing, scanned)
     connectivity = check_connectivity(connectivity, scanned.ndim)
@@ -336,11 +352,13 @@ def compute(
         connectivity=connectivity, ignore_index=ignore_index, dtype=dtype,
         label_map=dict(label_map) if label_map else None,
         num_classes=num_classes, skip_bad=skip_bad, max_weight=max_weight, float_labels=float_labels,
+        **map_fields,
     )
     # What the maps could come out as: never inf, never all 0 (before any store exists).
-    check_weights_fit(params.class_weights, dtype)
+    check_weights_fit(params.class_weights, dtype, headroom=params.w0 or 0.0)
     class_weight_table(params.class_weights, params.ignore_index)
-    check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype)
+    if params.kind == "bressan":  # a U-Net map is w_c + s ≥ w_c: σ cannot round it away
+        check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype)
     if ignore_index is not None and scanned.ignored_pixels == 0:
         log.warning("ignore_index %d occurs in no mask: no pixel is ignored", ignore_index)
     fingerprint = source.fingerprint()
@@ -434,6 +452,20 @@ def compute(
             class_weights=weights, seconds=seconds, busy_seconds=busy, masks_per_second=rate,
             bad=scanned.bad, spacing=spacing_used, device=backend.name, steady_masks_per_second=steady,
         )
+
+
+def _map_fields(
+    kind: str, sigma: float, w0: float | None, tolerance: float | None, instances: str | None,
+    num_classes: int | None,
+) -> dict[str, Any]:
+    """The map kind's own fields of MapParams, checked (with their defaults) before the scan."""
+    probe = MapParams(sigma=sigma, class_weights={}, kind=kind, w0=w0, tolerance=tolerance, instances=instances)
+    if probe.instances == "as-is" and num_classes is not None:
+        raise WeightmapsError(
+            "num_classes checks class labels, and instance masks (instances='as-is') hold instance ids; "
+            "leave it out, or compute from semantic masks with instances='connected'"
+        )
+    return {"kind": probe.kind, **({name: getattr(probe, name) for name in UNET_FIELDS} if kind == "unet" else {})}
 
 
 def _check_unchanged(writer: StoreWriter, scanned: ScanResult, recompute_changed: bool) -> None:

@@ -118,14 +118,14 @@ def compute_task_maps(
 def compute_maps(
     masks: np.ndarray, settings: ShardSettings, backend: Backend | None = None, timer: StageTimer | None = None
 ) -> np.ndarray:
-    """Weight maps of a stack of same-shaped masks, in batches of ``settings.batch_size``.
+    """The maps of a stack of same-shaped masks, in batches of ``settings.batch_size``.
 
     On a GPU each batch goes up once and its maps come down once, straight into the returned
     array, which lies in pinned host memory (the copy runs at full bus speed and the write
     thread takes the array as it is). ``timer`` (for profiling) is entered around each step:
     ``"transfer"`` (both ways) and :func:`weightmaps.weight_map`'s own.
     """
-    from weightmaps.engine import weight_map
+    from weightmaps.maps import compute_batch
 
     backend = backend or get_backend(settings.device)
     timed = timer or _untimed
@@ -135,7 +135,7 @@ def compute_maps(
     for start in range(0, n, batch):
         with timed("transfer"):
             data = backend.asarray(masks[start:start + batch])
-        maps = weight_map(data, **settings.params.engine_kwargs(), device=backend, batch=True, timer=timer)
+        maps = compute_batch(data, settings.params, backend, timer=timer)
         with timed("transfer"):
             if is_cupy_array(maps):
                 maps.get(out=out[start:start + batch])

@@ -73,6 +73,9 @@ class ScanChecks:
     num_classes: int | None = None  # labels must lie in [0, num_classes), the ignore label excepted
     ignore_index: int | None = None  # left out of the counts (its pixels counted apart)
     digests: bool = False  # record each mask's digest (a resume compares them with the store's)
+    # Instance masks: count two classes, background (0) and instance (every other id), as the
+    # U-Net map's class weights see them; num_classes does not apply to instance ids.
+    instance_masks: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,8 @@ def scan_one(source: MaskSource, i: int, checks: ScanChecks) -> SampleScan:
         raise WeightmapsError(f"masks must be 2-D or 3-D, got shape {labels.shape}")
     counts = count_labels(labels)
     ignored = counts.pop(int(checks.ignore_index), 0) if checks.ignore_index is not None else 0
+    if checks.instance_masks:
+        counts = _as_instance_classes(counts)
     if checks.num_classes is not None:
         outside = sorted(label for label in counts if label >= checks.num_classes)
         if outside:
@@ -202,6 +207,13 @@ def scan_one(source: MaskSource, i: int, checks: ScanChecks) -> SampleScan:
     )
 
 
+def _as_instance_classes(counts: dict[int, int]) -> dict[int, int]:
+    """Pixels per instance id → pixels of background (0) and of instances (1)."""
+    background = counts.pop(0, 0)
+    instances = sum(counts.values())
+    return {c: n for c, n in ((0, background), (1, instances)) if n}
+
+
 def scan(
     inputs: Any,
     *,
@@ -214,6 +226,7 @@ def scan(
     processes: int = 0,
     progress: Progress | None = None,
     digests: bool = False,
+    instance_masks: bool = False,
 ) -> ScanResult:
     """Decode every mask once: validate, count classes, and gather shapes and spacings.
 
@@ -239,6 +252,10 @@ def scan(
         enough that threads use two cores poorly.
     progress : callable, optional
         ``progress("scan", done, total)``, called from the calling thread.
+    digests : bool
+        Record every mask's digest (a resume compares them with the store's).
+    instance_masks : bool
+        The masks are instance masks: count background (0) and instance (1) pixels, not ids.
 
     Raises
     ------
@@ -261,7 +278,7 @@ def scan(
     threads = threads or default_threads(None)
     if progress:
         progress("scan", 0, n)
-    checks = ScanChecks(num_classes, ignore_index, digests)
+    checks = ScanChecks(num_classes, ignore_index, digests, instance_masks)
     if processes > 1 and n >= _SCAN_PROCESSES_FROM:
         outcomes = _scan_on_processes(source, range(n), checks, processes)
     else:

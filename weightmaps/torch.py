@@ -23,6 +23,8 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -532,11 +534,14 @@ class PixelWeights:
     @classmethod
     def from_params(cls, params: MapParams, *, dtype: torch.dtype | None = None, validate: bool = True
                     ) -> PixelWeights:
-        """The weights of ``params`` (e.g. a store's ``params``), in ``dtype`` (default: theirs)."""
+        """The maps of ``params`` (e.g. a store's ``params``, of any kind), in ``dtype`` (default: theirs)."""
         if dtype is None:
             dtype = torch.float16 if params.dtype == "float16" else torch.float32
-        return cls(params.sigma, params.class_weights, spacing=params.spacing, ignore_index=params.ignore_index,
-                   connectivity=params.connectivity, dtype=dtype, validate=validate)
+        weights = cls(params.sigma, params.class_weights, spacing=params.spacing, ignore_index=params.ignore_index,
+                      connectivity=params.connectivity, dtype=dtype, validate=validate)
+        if params.kind != "bressan":  # the paper's fields above were checked; the map is params' own
+            weights.params = dataclasses.replace(params, dtype=_ENGINE_DTYPES.get(dtype, "float32"))
+        return weights
 
     @classmethod
     def from_store(cls, path: str | os.PathLike[str], *, dtype: torch.dtype | None = None
@@ -554,8 +559,6 @@ class PixelWeights:
             f"validate={self.validate})"
         )
 
-    def _kwargs(self) -> dict[str, Any]:
-        return {**self.params.engine_kwargs(), "batch": True, "validate": self.validate}
 
     def __call__(self, labels: torch.Tensor) -> torch.Tensor:
         if not isinstance(labels, torch.Tensor):
@@ -567,7 +570,8 @@ class PixelWeights:
             )
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise WeightmapsError(f"labels must be an integer tensor, got {labels.dtype}")
-        from weightmaps.engine import weight_map
+        from weightmaps.backend import get_backend
+        from weightmaps.maps import compute_batch
 
         labels = labels.detach()
         if labels.device.type == "cuda":
@@ -579,10 +583,11 @@ class PixelWeights:
                 cupy.cuda.using_allocator(_torch_allocator(labels.device)),
             ):
                 arr = cupy.from_dlpack(labels.contiguous())
-                out = torch.from_dlpack(weight_map(arr, device="cuda", **self._kwargs()))
+                maps = compute_batch(arr, self.params, get_backend("cuda"), validate=self.validate)
+                out = torch.from_dlpack(maps)
         elif labels.device.type == "cpu":
             arr = labels.contiguous().numpy()
-            out = torch.from_numpy(np.asarray(weight_map(arr, device="cpu", **self._kwargs())))
+            out = torch.from_numpy(np.asarray(compute_batch(arr, self.params, get_backend("cpu"))))
         else:
             raise WeightmapsError(f"labels on device {labels.device} are not supported "
                                   "(cpu or cuda)")

@@ -19,6 +19,7 @@ from weightmaps.cli.options import (
     json_opt,
     shape_lines,
     label_map_opt,
+    map_opts,
     sigma_opt,
     spacing_opt,
     verbosity_opts,
@@ -28,6 +29,7 @@ from weightmaps.cli.options import (
 @click.command("compute")
 @click.argument("inputs", metavar="INPUT")
 @click.option("--out", "-o", required=True, metavar="STORE", help="Output zarr store (a directory).")
+@map_opts
 @sigma_opt
 @class_weights_opt
 @click.option("--class-weights-from", metavar="STORE", default=None,
@@ -75,6 +77,7 @@ def compute_cmd(inputs: str, out: str, resume: bool, overwrite: bool, progress: 
     \b
     weightmaps compute data/train/masks --out train.zarr --sigma 2
     weightmaps compute data/val/masks --out val.zarr --sigma 2 --class-weights-from train.zarr
+    weightmaps compute data/cells/instances --out cells.zarr --map unet --w0 10 --sigma 5
     """
     from weightmaps.pipeline import compute
 

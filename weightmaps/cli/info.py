@@ -9,6 +9,7 @@ import click
 
 from weightmaps.cli.options import echo_json, human_bytes, json_opt, shape_lines, verbosity_opts
 from weightmaps.layout import summarize_shapes
+from weightmaps.params import UNET_FIELDS
 
 if TYPE_CHECKING:
     from weightmaps.store import WeightStore
@@ -59,8 +60,11 @@ def _print(ws: WeightStore, info: dict[str, Any], written: int) -> None:
         click.echo(f"  {line}")
     params = ws.params
     for f in dataclasses.fields(params):
-        if f.name not in ("class_weights", "class_weights_origin"):  # the table below says them
-            click.echo(f"  {f.name}: {getattr(params, f.name)}")
+        if f.name in ("class_weights", "class_weights_origin"):  # the table below says them
+            continue
+        if f.name in UNET_FIELDS and params.kind != "unet":  # another kind's fields: not this map's
+            continue
+        click.echo(f"  {f.name}: {getattr(params, f.name)}")
     click.echo(f"  class weights: {_weights_origin(params.class_weights_origin)}")
     width = max(len("pixels"), *(len(str(c)) for c in ws.class_counts.values()))
     click.echo(f"  {'class':>5}  {'pixels':>{width}}  {'weight':>10}")

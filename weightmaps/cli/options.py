@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from weightmaps.backend import DEVICES
+from weightmaps.params import INSTANCE_MODES, MAP_KINDS, UNET_FIELDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,7 +67,7 @@ connectivity_opt = click.option(
 )
 sigma_opt = click.option(
     "--sigma", type=click.FloatRange(min=0, min_open=True), required=True,
-    help="Width of the edge uncertainty, in spacing units (pixels by default).",
+    help="Width of the edge uncertainty (--map unet: of the separation term), in spacing units (pixels by default).",
 )
 class_weights_opt = click.option(
     "--class-weights", default="balanced", show_default=True, metavar="SCHEME|FILE",
@@ -77,6 +78,36 @@ device_opt = click.option(
     "--device", type=click.Choice(DEVICES), default="auto", show_default=True,
     help="auto takes the GPU when CuPy and cuCIM find one; scipy is the slow reference.",
 )
+
+_MAP_OPTIONS = (
+    click.option(
+        "--map", "kind", type=click.Choice(MAP_KINDS), default="bressan", show_default=True,
+        help="bressan: φ_c·δ (Bressan et al. 2021); unet: w_c + w0·exp(−(d1+d2)²/2σ²), the U-Net weights "
+        "that separate touching instances (Ronneberger et al. 2015).",
+    ),
+    click.option(
+        "--w0", type=click.FloatRange(min=0), default=None, metavar="W",
+        help=f"With --map unet: height of the separation term [default: {UNET_FIELDS['w0']:g}].",
+    ),
+    click.option(
+        "--tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="T",
+        help=f"With --map unet: every weight is exact to T·w0 [default: {UNET_FIELDS['tolerance']:g}].",
+    ),
+    click.option(
+        "--instances", type=click.Choice(INSTANCE_MODES), default=None,
+        help="With --map unet: as-is, the masks are instance masks (0 background, every other value one "
+        "instance); connected, the connected components of every class of semantic masks "
+        f"[default: {UNET_FIELDS['instances']}].",
+    ),
+)
+
+
+def map_opts(f: F) -> F:
+    """--map and the options of the U-Net map (compute and preview)."""
+    for option in reversed(_MAP_OPTIONS):
+        f = option(f)
+    return f
+
 
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 

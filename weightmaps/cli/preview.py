@@ -1,4 +1,7 @@
-"""``weightmaps preview``: one mask's weight map as a figure, like Bressan et al. (2021), Fig. 1."""
+"""``weightmaps preview``: one mask's weight map as a figure, like Bressan et al. (2021), Fig. 1.
+
+With ``--map unet``: the instances, the distance d1 + d2 to the two nearest ones and the U-Net weight.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from weightmaps.cli.options import (
     device_opt,
     ignore_index_opt,
     label_map_opt,
+    map_opts,
     sigma_opt,
     spacing_opt,
     verbosity_opts,
@@ -60,6 +64,7 @@ def _check_figure_suffix(ctx: click.Context, param: click.Parameter, value: str)
 @click.argument("mask", metavar="MASK", type=click.Path(exists=True, dir_okay=False))
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The image the mask labels, drawn under the mask.")
+@map_opts
 @sigma_opt
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), callback=_check_figure_suffix,
               help="Figure file; its suffix names the format (.png, .pdf, .svg, ...).")
@@ -72,11 +77,14 @@ def _check_figure_suffix(ctx: click.Context, param: click.Parameter, value: str)
 @device_opt
 @click.option("--dpi", type=click.IntRange(min=30), default=120, show_default=True)
 @verbosity_opts
-def preview_cmd(mask: str, image: str | None, sigma: float, out: str, class_weights: str,
+def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, tolerance: float | None,
+                instances: str | None, sigma: float, out: str, class_weights: str,
                 class_weights_from: str | None, ignore_index: int | None, label_map: dict[int, int] | None,
                 spacing: tuple[float, ...] | None, connectivity: int, device: str, dpi: int) -> None:
     """Draw MASK, its distance to the label edges, the uncertainty δ and the final weight w.
 
+    With --map unet: the instances, the distance d1 + d2 to the two nearest instances (drawn up
+    to the reach beyond which the separation term is below the tolerance) and the U-Net weight.
     Class weights default to the balanced scheme over this mask alone; pass --class-weights-from
     a store to see the weights that store uses. A 3-D mask is computed whole and its middle slice
     is drawn.
@@ -89,38 +97,33 @@ def preview_cmd(mask: str, image: str | None, sigma: float, out: str, class_weig
         raise click.ClickException("preview needs matplotlib: pip install 'weightmaps[plot]'") from None
     import numpy as np
 
-    from weightmaps import count_labels, distance_to_edges, uncertainty, weight_map
-    from weightmaps.classweights import resolve_class_weights
+    from weightmaps.params import MapParams
     from weightmaps.readers import read_image, read_mask
 
     labels = read_mask(mask, label_map=label_map)
-    weights, _ = resolve_class_weights(class_weights, count_labels(labels, ignore_index=ignore_index),
-                                       class_weights_from=class_weights_from)
+    params = MapParams(sigma=sigma, class_weights={}, kind=kind, w0=w0, tolerance=tolerance, instances=instances)
     common: dict[str, Any] = {"spacing": spacing, "connectivity": connectivity, "device": device}
-    distance = distance_to_edges(labels, **common)
-    delta = uncertainty(labels, sigma=sigma, **common)
-    w = weight_map(labels, sigma=sigma, class_weights=weights, ignore_index=ignore_index, **common)
+    if params.kind == "unet":
+        drawn, weights, maps = _unet_panels(labels, params, class_weights, class_weights_from, ignore_index, common)
+    else:
+        drawn, weights, maps = _bressan_panels(labels, sigma, class_weights, class_weights_from, ignore_index, common)
     ndim = labels.ndim
-    shown = [_middle_slice(a, ndim) for a in (labels, distance, delta, w)]
+    drawn = _middle_slice(drawn, ndim)
+    shown = [(name, title, _middle_slice(data, ndim), cmap, label) for name, title, data, cmap, label in maps]
     background = _display_image(read_image(image), labels.shape, image) if image else None
 
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib import colormaps
 
-    # Discrete colours for the labels present only, each label keeping its tab10 colour.
-    present = np.unique(shown[0])
-    palette = colormaps["tab10"]
-    label_cmap = ListedColormap([palette(int(v) % 10) for v in present])
-    label_index = np.searchsorted(present, shown[0])
-    panels = (["image"] if background is not None else []) + ["mask", "distance", "delta", "weight"]
+    present = np.unique(drawn)
+    label_index = np.searchsorted(present, drawn)
+    panels = (["image"] if background is not None else []) + ["mask"] + [m[0] for m in shown]
     fig = Figure(figsize=(4.3 * len(panels), 4.6), layout="constrained")
     axes = dict(zip(panels, np.atleast_1d(fig.subplots(1, len(panels))), strict=True))
     titles = {
         "image": "image",
-        "mask": "mask" + (" over the image" if background is not None else ""),
-        "distance": "distance to the nearest edge $d(x)$",
-        "delta": rf"uncertainty $\delta(x) = 1 - e^{{-d^2 / 2\sigma^2}}$, $\sigma = {sigma:g}$",
-        "weight": r"weight $w(x) = \varphi_{c(x)}\,\delta(x)$",
+        "mask": ("instances" if params.kind == "unet" else "mask") + (" over the image" if background is not None else ""),
+        **{name: title for name, title, *_ in shown},
     }
     for name, ax in axes.items():
         ax.set_title(titles[name], fontsize=10)
@@ -129,25 +132,97 @@ def preview_cmd(mask: str, image: str | None, sigma: float, out: str, class_weig
     if background is not None:
         for name in ("image", "mask"):
             axes[name].imshow(background, cmap="gray" if background.ndim == 2 else None, interpolation="nearest")
-    im = axes["mask"].imshow(label_index, cmap=label_cmap, norm=BoundaryNorm(np.arange(len(present) + 1) - 0.5, len(present)),
-                             alpha=0.5 if background is not None else 1.0, interpolation="nearest")
-    bar = fig.colorbar(im, ax=axes["mask"], shrink=0.85, label="label", ticks=np.arange(len(present)))
-    bar.set_ticklabels([str(int(v)) for v in present])
+    alpha = 0.5 if background is not None else 1.0
+    if len(present) <= 10:
+        # Discrete colours for the labels present only, each label keeping its tab10 colour.
+        palette = colormaps["tab10"]
+        label_cmap = ListedColormap([palette(int(v) % 10) for v in present])
+        im = axes["mask"].imshow(label_index, cmap=label_cmap, alpha=alpha, interpolation="nearest",
+                                 norm=BoundaryNorm(np.arange(len(present) + 1) - 0.5, len(present)))
+        bar = fig.colorbar(im, ax=axes["mask"], shrink=0.85, label="label", ticks=np.arange(len(present)))
+        bar.set_ticklabels([str(int(v)) for v in present])
+    else:  # many instances: cycled colours, background black, no legend
+        cycled = np.where(drawn == 0, np.nan, label_index % 20)
+        axes["mask"].set_facecolor("black")
+        axes["mask"].imshow(cycled, cmap="tab20", vmin=0, vmax=19, alpha=alpha, interpolation="nearest")
     # The maps are drawn on their own (an image underneath would muddy the colour scales), with
     # the label boundaries traced so the eye can place them.
-    for name, data, cmap, label in (
-        ("distance", shown[1], "magma", "d (spacing units)"),
-        ("delta", shown[2], "viridis", "δ"),
-        ("weight", shown[3], "inferno", "w"),
-    ):
+    edges = _edges(drawn)
+    for name, _, data, cmap, label in shown:
         data = np.asarray(data, dtype=np.float32)
         im = axes[name].imshow(np.where(np.isfinite(data), data, np.nan), cmap=cmap, interpolation="nearest")
         fig.colorbar(im, ax=axes[name], shrink=0.85, label=label)
-        if len(present) > 1:
-            axes[name].contour(shown[0], levels=np.asarray(present[:-1], dtype=float) + 0.5,
-                               colors="white", linewidths=0.4, alpha=0.6)
+        if edges.any():
+            axes[name].imshow(np.where(edges, 1.0, np.nan), cmap="gray", vmin=0, vmax=1, alpha=0.6,
+                              interpolation="nearest")
     phi = ", ".join(f"{k}: {v:.3g}" for k, v in weights.items())
     slice_note = f", middle slice {labels.shape[0] // 2} of {labels.shape[0]}" if ndim == 3 else ""
-    fig.suptitle(f"{Path(mask).name}{slice_note}    φ = {{{phi}}}", fontsize=11)
+    name = "w_c" if params.kind == "unet" else "φ"
+    fig.suptitle(f"{Path(mask).name}{slice_note}    {name} = {{{phi}}}", fontsize=11)
     fig.savefig(out, dpi=dpi)
     click.echo(f"wrote {out}")
+
+
+Panel = tuple[str, str, Any, str, str]  # name, title, data, colour map, colour bar label
+
+
+def _bressan_panels(labels: Any, sigma: float, class_weights: str, class_weights_from: str | None,
+                    ignore_index: int | None, common: dict[str, Any]) -> tuple[Any, dict[int, float], list[Panel]]:
+    from weightmaps import count_labels, distance_to_edges, uncertainty, weight_map
+    from weightmaps.classweights import resolve_class_weights
+
+    weights, _ = resolve_class_weights(class_weights, count_labels(labels, ignore_index=ignore_index),
+                                       class_weights_from=class_weights_from)
+    return labels, weights, [
+        ("distance", "distance to the nearest edge $d(x)$", distance_to_edges(labels, **common), "magma",
+         "d (spacing units)"),
+        ("delta", rf"uncertainty $\delta(x) = 1 - e^{{-d^2 / 2\sigma^2}}$, $\sigma = {sigma:g}$",
+         uncertainty(labels, sigma=sigma, **common), "viridis", "δ"),
+        ("weight", r"weight $w(x) = \varphi_{c(x)}\,\delta(x)$",
+         weight_map(labels, sigma=sigma, class_weights=weights, ignore_index=ignore_index, **common), "inferno", "w"),
+    ]
+
+
+def _unet_panels(labels: Any, params: Any, class_weights: str, class_weights_from: str | None,
+                 ignore_index: int | None, common: dict[str, Any]) -> tuple[Any, dict[int, float], list[Panel]]:
+    import numpy as np
+
+    from weightmaps import count_labels
+    from weightmaps.classweights import resolve_class_weights
+    from weightmaps.unet import instances_from_labels, nearest_two_instances, reach, unet_weights
+
+    counts = count_labels(labels, ignore_index=ignore_index)
+    if params.instances == "connected":
+        instances = instances_from_labels(labels, connectivity=common["connectivity"], ignore_index=ignore_index)
+        classes = labels
+    else:
+        instances, classes = labels, None
+        counts = {c: n for c, n in ((0, counts.get(0, 0)), (1, sum(n for c, n in counts.items() if c))) if n}
+    weights, _ = resolve_class_weights(class_weights, counts, class_weights_from=class_weights_from)
+    radius = reach(params.sigma, params.tolerance)
+    kept = instances if classes is None or ignore_index is None else np.where(classes == ignore_index, 0, instances)
+    d1, d2 = nearest_two_instances(kept, spacing=common["spacing"], within=radius, device=common["device"],
+                                   ignore_index=ignore_index if classes is None else None)
+    total = np.where(d1 + d2 <= radius, d1 + d2, np.inf)
+    w = unet_weights(instances, classes=classes, w0=params.w0, sigma=params.sigma, class_weights=weights,
+                     spacing=common["spacing"], ignore_index=ignore_index, tolerance=params.tolerance,
+                     device=common["device"])
+    return instances, weights, [
+        ("distance", rf"$d_1 + d_2$ to the two nearest instances (up to R = {radius:.3g})", total, "magma",
+         "d1 + d2 (spacing units)"),
+        ("weight", rf"weight $w_c + w_0 e^{{-(d_1 + d_2)^2 / 2\sigma^2}}$, $w_0 = {params.w0:g}$, "
+         rf"$\sigma = {params.sigma:g}$", w, "inferno", "w"),
+    ]
+
+
+def _edges(labels: Any) -> Any:
+    """Pixels whose right or lower neighbour has another label: the boundaries, one pixel wide."""
+    import numpy as np
+
+    edges = np.zeros(labels.shape, dtype=bool)
+    for axis in range(labels.ndim):
+        step = np.diff(labels, axis=axis) != 0
+        index = [slice(None)] * labels.ndim
+        index[axis] = slice(0, -1)
+        edges[tuple(index)] |= step
+    return edges
