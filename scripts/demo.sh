@@ -14,4 +14,14 @@ $bin/weightmaps compute demo-out/data/masks --out demo-out/weights.zarr --sigma 
 $bin/weightmaps info demo-out/weights.zarr
 $bin/weightmaps preview demo-out/data/masks/sample_00000.png --image demo-out/data/images/sample_00000.png \
   --sigma 3 --class-weights-from demo-out/weights.zarr --out demo-out/preview.png
-echo "demo done: demo-out/weights.zarr (weight maps), demo-out/preview.png (figure)"
+# U-Net separation weights for instance masks of touching cells (16-bit TIFF, 0 = background).
+$bin/python -c "
+import numpy as np, tifffile, pathlib
+from weightmaps.sample_data import make_instance_masks
+out = pathlib.Path('demo-out/cells'); out.mkdir(parents=True)
+for i, cells in enumerate(make_instance_masks(32, (256, 256), instances=60, seed=0)):
+    tifffile.imwrite(out / f'cells_{i:02d}.tif', cells.astype(np.uint16))
+"
+$bin/weightmaps compute demo-out/cells --out demo-out/unet.zarr --map unet --w0 10 --sigma 5 --device cpu
+$bin/weightmaps preview demo-out/cells/cells_00.tif --map unet --w0 10 --sigma 5 --out demo-out/unet-preview.png
+echo "demo done: demo-out/weights.zarr and demo-out/unet.zarr (weight maps), demo-out/preview.png and unet-preview.png (figures)"

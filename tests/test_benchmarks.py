@@ -172,3 +172,31 @@ def test_plain_script_matches_weight_map(tmp_path: Path) -> None:
     for path, labels in zip(sorted(out.glob("*.npy")), masks, strict=True):
         expected = weightmaps.weight_map(labels, sigma=2.0, class_weights=phi, spacing=(3, 1, 1), device="scipy")
         np.testing.assert_allclose(np.load(path), expected, rtol=1e-5)
+
+
+def test_unet_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/unet.py end to end at tiny sizes: every variant measured, the maps agree."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "unet.py"), "--out", str(tmp_path), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [path] = tmp_path.glob("unet-cpu-*-quick.json")
+    report = json.loads(path.read_text())
+    assert len(report["results"]) == 2
+    for result in report["results"]:
+        assert set(result["median_s_per_mask"]) == {"loop", "unet", "unet_1_worker", "bressan"}
+        assert all(v > 0 for v in result["median_s_per_mask"].values())
+        assert result["max_abs_diff"] <= 1e-4 * 10.0 + 1e-5  # the map's bound, tolerance · w0
+
+
+def test_unet_benchmark_loop_is_the_reference_map() -> None:
+    """The benchmark's baseline computes the U-Net map (against tests/reference.py)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import unet as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from tests.reference import reference_unet
+    from weightmaps.sample_data import make_instance_masks
+
+    cells = make_instance_masks(1, (40, 50), instances=9, seed=2)[0]
+    np.testing.assert_allclose(bench.scipy_unet(cells, 10.0, 5.0), reference_unet(cells, w0=10.0, sigma=5.0), rtol=1e-6)

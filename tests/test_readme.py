@@ -23,3 +23,10 @@ def test_readme_first_screen_has_the_two_commands() -> None:
     root = README.parent
     assert all((root / c).is_file() for c in commands)
     assert "scripts/test.sh" in (root / ".ci" / "run").read_text()
+
+
+def test_readme_unet_example_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    [unet] = [b for b in blocks if "wm.unet_weights" in b]
+    exec(compile(unet, str(README), "exec"), {})
+    assert (README.parent / "docs" / "unet-preview.png").is_file()
