@@ -132,7 +132,7 @@ def test_pipeline_on_the_gpu_writes_the_cpu_maps(tmp_path) -> None:
 
 
 def test_unet_cupy_in_cupy_out_equals_the_cpu() -> None:
-    """The U-Net map's windows run through cuCIM one by one; the map equals the CPU's."""
+    """The U-Net map's windows go to cuCIM stacked; the map equals the CPU's."""
     import cupy
 
     from tests.test_unet import cells

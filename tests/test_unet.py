@@ -250,3 +250,21 @@ def test_instances_from_labels_are_the_components_of_every_class(labels, connect
 def test_bad_input_is_named(instances, kwargs, words) -> None:
     with pytest.raises(wm.WeightmapsError, match=words):
         wm.unet_weights(instances, device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(70, 90), (9, 30, 26)])
+def test_stacked_windows_equal_one_window_at_a_time(device, shape) -> None:
+    """The GPU's stacked windows (size classes, padded canvases) against the window loop, on every backend."""
+    from weightmaps.backend import get_backend
+    from weightmaps.unet import _two_nearest
+
+    backend = get_backend(device)
+    instances = backend.asarray(cells(shape, count=20, seed=6))
+    spacing = (1.0, 0.8, 1.3)[-len(shape):]
+    for within in (4.0, None):
+        one = _two_nearest(backend, instances, spacing, within, None, stacked=False)
+        stacked = _two_nearest(backend, instances, spacing, within, None, stacked=True)
+        for a, b in zip(one, stacked):  # equal up to the transforms' rounding (canvas sizes pick edt or scipy)
+            np.testing.assert_allclose(np.asarray(a.get() if hasattr(a, "get") else a),
+                                       np.asarray(b.get() if hasattr(b, "get") else b), rtol=1e-6)

@@ -297,6 +297,15 @@ def _distance(backend: Backend, edges: Any, spacing: tuple[float, ...], batch: b
     return distance
 
 
+def stack_nearest_distance(backend: Backend, masks: Any, spacing: tuple[float, ...], squared: bool) -> Any:
+    """:func:`nearest_distance` of every array of a stack of same-shaped masks; +inf for an empty one.
+
+    On a GPU the stack goes to cuCIM as few 3-D transforms as its padding allows (cuda_plan); on
+    the CPU one array at a time. For the engine's map modules (weightmaps.unet).
+    """
+    return _distance(backend, masks, spacing, batch=True, squared=squared)
+
+
 def nearest_distance(backend: Backend, edges: Any, spacing: tuple[float, ...], squared: bool) -> Any:
     """Distance (or its square) of every pixel to the nearest True pixel of ``edges``, one array.
 

@@ -17,13 +17,13 @@ exact and the computed s are both below tolerance · w0. So |s − s_exact| ≤ 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
 from weightmaps.backend import DISTANCE_DTYPE, Backend, array_module, backend_for, is_cupy_array, to_numpy
-from weightmaps.engine import OUTPUT_DTYPES, class_weight_table, nearest_distance, sigma_units
+from weightmaps.engine import OUTPUT_DTYPES, class_weight_table, nearest_distance, sigma_units, stack_nearest_distance
 from weightmaps.errors import WeightmapsError
 from weightmaps.params import MapParams
 from weightmaps.validation import (
@@ -81,8 +81,10 @@ def nearest_two_instances(
 
 
 def _two_nearest(
-    backend: Backend, instances: Any, spacing: tuple[float, ...], within: float | None, ignore_index: int | None
+    backend: Backend, instances: Any, spacing: tuple[float, ...], within: float | None, ignore_index: int | None,
+    stacked: bool | None = None,
 ) -> tuple[Any, Any]:
+    """d1, d2 from every instance's window; ``stacked`` (default: on a GPU) batches the windows."""
     xp = backend.xp
     d1 = xp.full(instances.shape, np.inf, dtype=DISTANCE_DTYPE)
     d2 = xp.full(instances.shape, np.inf, dtype=DISTANCE_DTYPE)
@@ -90,16 +92,20 @@ def _two_nearest(
     boxes, numbered = _instance_boxes(host, ignore_index)
     if not boxes:
         return d1, d2
-    # The device already holds the ids when they number themselves.
-    numbered_device = numbered if xp is np else instances if numbered is host else backend.asarray(numbered)
     # A pixel within `within` of an instance pixel lies at most floor(within / spacing) pixels
     # from it along every axis; the 1e-6 keeps a rounding of the quotient from losing one.
     grow = [host.shape[a] if within is None else math.floor(within / spacing[a] * (1 + 1e-6))
             for a in range(host.ndim)]
     windows = [(number, *_grown(box, grow, host.shape)) for number, box in boxes]
     larger = xp.empty(max(math.prod(shape) for _, _, shape in windows), dtype=DISTANCE_DTYPE)
-    for number, window, shape in windows:
-        distance = nearest_distance(backend, numbered_device[window] == number, spacing, squared=False)
+    if stacked if stacked is not None else xp is not np:
+        distances = _stacked_windows(backend, numbered, windows, spacing)
+    else:
+        distances = ((k, nearest_distance(backend, backend.asarray(numbered[window] == number), spacing, False))
+                     for k, (number, window, _) in enumerate(windows))
+    # The updates commute: the windows may come in any order.
+    for k, distance in distances:
+        _, window, shape = windows[k]
         near, second = d1[window], d2[window]
         # The two smallest of (near, second, distance), in place: second = min(second, max(near,
         # distance)), near = min(near, distance).
@@ -108,6 +114,33 @@ def _two_nearest(
         xp.minimum(second, bigger, out=second)
         xp.minimum(near, distance, out=near)
     return d1, d2
+
+
+def _stacked_windows(
+    backend: Backend, numbered: np.ndarray, windows: list[tuple[int, tuple[slice, ...], tuple[int, ...]]],
+    spacing: tuple[float, ...],
+) -> Iterator[tuple[int, Any]]:
+    """Each window's distance to its instance, computed as stacks of windows (one per size class).
+
+    On a GPU hundreds of small transforms cost a launch sequence each; stacked, a size class
+    goes to cuCIM as a few 3-D transforms (engine.stack_nearest_distance). A window sits in the
+    corner of its class's canvas (sides rounded up to 32, cuCIM's own padding); the rest of the
+    canvas holds no instance pixel, so the window's distances are those of the window alone.
+    Yields ``(window index, its distances)`` one size class after the other (so that one class's
+    stack is held at a time), on the backend's device.
+    """
+    classes: dict[tuple[int, ...], list[int]] = {}
+    for k, (_, _, shape) in enumerate(windows):
+        classes.setdefault(tuple(32 * math.ceil(n / 32) for n in shape), []).append(k)
+    for canvas, members in classes.items():
+        masks = np.zeros((len(members), *canvas), dtype=bool)
+        for j, k in enumerate(members):
+            number, window, shape = windows[k]
+            corner: tuple[Any, ...] = (j, *(slice(0, n) for n in shape))
+            masks[corner] = numbered[window] == number
+        distance = stack_nearest_distance(backend, backend.asarray(masks), spacing, squared=False)
+        for j, k in enumerate(members):
+            yield k, distance[(j, *(slice(0, n) for n in windows[k][2]))]
 
 
 def _grown(box: tuple[slice, ...], grow: list[int], shape: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
