@@ -9,9 +9,10 @@
 # cannot overrun 5 minutes): install the carried wheels; card and versions; the GPU tests;
 # per-sample vs stacked transforms (benchmarks/gpu_transforms.py); the benchmark
 # (benchmarks/gpu_day.py: (a) on a subset, (d), (e) at 1024², 256², 4096², 3-D, steady state and
-# start-up apart). Results land in $OUT as they come (at most 8 files come back): gpu.txt (this
-# log), gpu-tests.log, transforms.json, bench.json / bench.md (rewritten after every size),
-# bench.log. A phase that fails or times out is logged and the next one runs; the exit status
+# start-up apart); the U-Net map against its scipy loop (benchmarks/unet.py). Results land in $OUT
+# as they come (the device tool brings back 8 files at most; these are 7): gpu.txt (this log),
+# gpu-tests.log, transforms.json, unet-cuda-<date>.json, bench.json / bench.md (rewritten after
+# every size), bench.log. A phase that fails or times out is logged and the next one runs; the exit status
 # says whether every phase passed.
 #
 # --rehearse runs every phase on the CPU (--device cpu, tiny sizes, a temporary $OUT) in a fresh
@@ -99,6 +100,10 @@ fi
 phase versions 60 "$log" "$python" -c "$imports"
 phase gpu-tests 100 "$out/gpu-tests.log" "$python" -m pytest -q -m gpu tests -p no:cacheprovider
 [[ -n "${GPU_DAY_SKIP_TRANSFORMS:-}" ]] || phase transforms 45 "$log" "$python" benchmarks/gpu_transforms.py --out "$out/transforms.json" --device "$device" $sizes_flag
+# U-Net map (issue 13): the per-instance scipy loop on one mask against --map unet on the device.
+if (( rehearse )); then unet_flags=--quick; else unet_flags="--configs 1024:300 --masks 16 --loop-masks 1 --repeats 1"; fi
+# shellcheck disable=SC2086
+phase unet 40 "$log" "$python" benchmarks/unet.py --out "$out" --device "$device" --json-only $unet_flags
 # The benchmark stops starting runs 20 s before its limit, so it ends by writing its report.
 budget=$(( $(left) - 25 ))
 # GPU_DAY_BENCH_ARGS: more arguments for gpu_day.py, e.g. "--sizes 1024,256 --more-workers 8".

@@ -68,18 +68,18 @@ def run_loop(files: list[Path], out: Path) -> float:
     return (time.perf_counter() - start) / len(files)
 
 
-def run_compute(folder: Path, out: Path, n: int, **kwargs: Any) -> float:
+def run_compute(folder: Path, out: Path, n: int, device: str, **kwargs: Any) -> float:
     """Seconds per mask of weightmaps.compute, whole run (scan, compute, write, finalize)."""
     import weightmaps as wm
 
     if out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()
-    wm.compute(folder, out, sigma=SIGMA, class_weights="none", device="cpu", **kwargs)
+    wm.compute(folder, out, sigma=SIGMA, class_weights="none", device=device, **kwargs)
     return (time.perf_counter() - start) / n
 
 
-def measure(side: int, cells: int, work: Path, masks: int, loop_masks: int, repeats: int) -> dict[str, Any]:
+def measure(side: int, cells: int, work: Path, masks: int, loop_masks: int, repeats: int, device: str) -> dict[str, Any]:
     import tifffile
 
     import weightmaps as wm
@@ -95,9 +95,9 @@ def measure(side: int, cells: int, work: Path, masks: int, loop_masks: int, repe
     seconds: dict[str, list[float]] = {"loop": [], "unet": [], "unet_1_worker": [], "bressan": []}
     for r in range(repeats):
         seconds["loop"].append(run_loop(files[:loop_masks], work / "loop"))
-        seconds["unet"].append(run_compute(folder, work / "unet.zarr", masks, **unet))
-        seconds["unet_1_worker"].append(run_compute(folder, work / "unet1.zarr", masks, workers=1, **unet))
-        seconds["bressan"].append(run_compute(folder, work / "bressan.zarr", masks))
+        seconds["unet"].append(run_compute(folder, work / "unet.zarr", masks, device, **unet))
+        seconds["unet_1_worker"].append(run_compute(folder, work / "unet1.zarr", masks, device, workers=1, **unet))
+        seconds["bressan"].append(run_compute(folder, work / "bressan.zarr", masks, device))
     store = wm.open_store(work / "unet.zarr")
     diff = max(float(np.abs(store[p.stem] - np.load(work / "loop" / f"{p.stem}.npy")).max()) for p in files[:loop_masks])
     median = {k: statistics.median(v) for k, v in seconds.items()}
@@ -120,26 +120,39 @@ def main() -> int:
     parser.add_argument("--masks", type=int, default=8, help="masks per configuration (weightmaps runs)")
     parser.add_argument("--loop-masks", type=int, default=2, help="of which the scipy loop computes this many")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="weightmaps' device (the loop is scipy on the CPU)")
+    parser.add_argument("--json-only", action="store_true", help="no .md (the GPU day brings back 8 files at most)")
+    parser.add_argument("--configs", default=None, metavar="SIDE:CELLS,...",
+                        help="e.g. 1024:300 (default: 512:50,512:300,1024:50,1024:300)")
     args = parser.parse_args()
-    configs = [(64, 6), (96, 12)] if args.quick else [(512, 50), (512, 300), (1024, 50), (1024, 300)]
+    default = "64:6,96:12" if args.quick else "512:50,512:300,1024:50,1024:300"
+    configs = [tuple(int(v) for v in c.split(":")) for c in (args.configs or default).split(",")]
     masks, loop_masks, repeats = (2, 1, 1) if args.quick else (args.masks, args.loop_masks, args.repeats)
     report: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"), "repeats": repeats, "w0": W0, "sigma": SIGMA, "tolerance": TOLERANCE,
-        "results": [],
+        "date": time.strftime("%Y-%m-%d"), "device": args.device, "repeats": repeats, "w0": W0, "sigma": SIGMA,
+        "tolerance": TOLERANCE, "results": [],
     }
+    stem = f"unet-{args.device}-{report['date']}" + ("-quick" if args.quick else "")
+    args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="weightmaps-unet-"))
     try:
         for side, cells in configs:
-            result = measure(side, cells, work, masks, loop_masks, repeats)
+            result = measure(side, cells, work, masks, loop_masks, repeats, args.device)
             report["results"].append(result)
             m = result["median_s_per_mask"]
             print(f"{side}² ~{result['instances_per_mask']:.0f} cells: loop {m['loop']:.3f} s/mask, unet "
                   f"{m['unet']:.4f} ({result['unet_x_loop']:.0f}×), bressan {m['bressan']:.4f} "
                   f"(unet/bressan {result['unet_over_bressan']:.2f}), max diff {result['max_abs_diff']:.2g}",
                   file=sys.stderr, flush=True)
+            write_report(args.out, stem, report, args.json_only)  # after every size: a cut-short run keeps it
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print(write_report(args.out, stem, report, args.json_only))
+    return 0
+
+
+def write_report(out: Path, stem: str, report: dict[str, Any], json_only: bool = False) -> str:
     lines = [
         "| mask | instances | scipy loop s/mask | unet s/mask | × loop | unet 1 worker s/mask | × loop | "
         "bressan s/mask | unet / bressan | max abs diff |",
@@ -153,17 +166,16 @@ def main() -> int:
             f"{m['bressan']:.4f} | {r['unet_over_bressan']:.2f} | {r['max_abs_diff']:.1e} |"
         )
     text = "\n".join(lines) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"unet-cpu-{report['date']}" + ("-quick" if args.quick else "")
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    if json_only:
+        return text
+    (out / f"{stem}.md").write_text(
         f"# U-Net weights against the per-instance scipy loop: {report['machine']}, {report['date']}\n\n"
-        f"Medians of {repeats} run(s), seconds per mask end to end (read, compute, write); w0 = {W0:g}, "
-        f"σ = {SIGMA:g}, tolerance {TOLERANCE:g}. `unet` and `bressan`: `weightmaps.compute` on all cores.\n\n"
-        f"{text}"
+        f"Medians of {report['repeats']} run(s), seconds per mask end to end (read, compute, write); w0 = {W0:g}, "
+        f"σ = {SIGMA:g}, tolerance {TOLERANCE:g}. `unet` and `bressan`: `weightmaps.compute` on "
+        f"{'all cores' if report['device'] == 'cpu' else report['device']}.\n\n{text}"
     )
-    print(text)
-    return 0
+    return text
 
 
 if __name__ == "__main__":

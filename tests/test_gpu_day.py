@@ -45,6 +45,8 @@ def test_gpu_day_rehearsal_runs_every_phase(tmp_path: Path) -> None:
         # The stage pass times the pipeline's own compute_maps: every timer seam was entered.
         seconds = size["stages"]["cpu"]["seconds"]
         assert all(seconds[stage] > 0 for stage in ("transfer", "edges", "distance", "weights")), seconds
+    [unet] = out.glob("unet-cpu-*-quick.json")  # the U-Net phase, its report only (no .md)
+    assert all(r["median_s_per_mask"]["unet"] > 0 for r in json.loads(unet.read_text())["results"])
     transforms = json.loads((out / "transforms.json").read_text())
     assert [row["side"] for row in transforms["transforms"]] == [16, 32]
     # The GPU tests were collected (and skipped here), not broken by an import the image lacks.
