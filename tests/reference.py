@@ -100,3 +100,21 @@ def reference_unet(instances, *, w0, sigma, spacing=None, class_weights=None, cl
     weights = {} if class_weights is None else class_weights
     base = np.vectorize(lambda c: 0.0 if c == ignore_index else weights.get(int(c), 1.0), otypes=[float])(classes)
     return np.where(ignored, 0.0, base + separation)
+
+
+def one_hot2dist(labels: np.ndarray, num_classes: int, spacing=None) -> np.ndarray:
+    """Kervadec et al.'s one_hot2dist (boundary loss, 2019) as published, on the one-hot of ``labels``.
+
+    For each class present: edt(negmask) * negmask - (edt(posmask) - 1) * posmask, scipy's EDT
+    with ``sampling`` = resolution = spacing; absent classes 0.
+    """
+    from scipy import ndimage
+
+    res = np.zeros((num_classes, *labels.shape))
+    for k in range(num_classes):
+        posmask = labels == k
+        if posmask.any():
+            negmask = ~posmask
+            res[k] = (ndimage.distance_transform_edt(negmask, sampling=spacing) * negmask
+                      - (ndimage.distance_transform_edt(posmask, sampling=spacing) - 1) * posmask)
+    return res

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from weightmaps.params import MapParams
     from weightmaps.pipeline import ComputeResult, compute
     from weightmaps.store import WeightStore, open_store
+    from weightmaps.sdf import signed_distance
     from weightmaps.unet import instances_from_labels, unet_weights
 
 # Public name -> the module that defines it.
@@ -45,6 +46,7 @@ _HOMES = {
     "ComputeResult": "pipeline", "compute": "pipeline",
     "WeightStore": "store", "open_store": "store",
     "instances_from_labels": "unet", "unet_weights": "unet",
+    "signed_distance": "sdf",
 }
 
 __all__ = sorted([*_HOMES, "__version__"], key=lambda name: (not name.isupper(), name.lower()))
