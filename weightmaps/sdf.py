@@ -79,8 +79,8 @@ def signed_distance(
     out = xp.zeros((len(samples), num_classes, *samples.shape[1:]), dtype=np.float32)
     # Every (sample, class) pair with a boundary: its mask and its complement, transformed as one
     # stack (on a GPU a few stacked calls instead of 2·C per sample).
-    pairs = []
-    masks = []
+    pairs: list[tuple[int, int, Any]] = []
+    masks: list[Any] = []
     for i in range(len(samples)):
         for k in (int(v) for v in to_numpy(xp.unique(samples[i]))):
             if k == ignore_index:
