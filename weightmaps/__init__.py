@@ -19,7 +19,7 @@ from weightmaps._version import __version__
 if TYPE_CHECKING:
     from weightmaps.backend import DEVICES, Backend, get_backend
     from weightmaps.classweights import SCHEMES, class_counts, class_weights, count_labels
-    from weightmaps.engine import distance_to_edges, edge_mask, uncertainty, weight_map
+    from weightmaps.engine import distance_to_edges, edge_mask, uncertainty, weight_from_distance, weight_map
     from weightmaps.errors import (
         BadInputError,
         IncompleteRunError,
@@ -40,6 +40,7 @@ _HOMES = {
     "SCHEMES": "classweights", "class_counts": "classweights", "class_weights": "classweights",
     "count_labels": "classweights",
     "distance_to_edges": "engine", "edge_mask": "engine", "uncertainty": "engine", "weight_map": "engine",
+    "weight_from_distance": "engine",
     "BadInputError": "errors", "IncompleteRunError": "errors", "ResumeMismatchError": "errors",
     "StoreExistsError": "errors", "StoreLockedError": "errors", "WeightmapsError": "errors",
     "MapParams": "params",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from weightmaps.backend import Backend
-from weightmaps.engine import StageTimer, untimed, weight_map
+from weightmaps.engine import StageTimer, distance_to_edges, untimed, weight_map
 from weightmaps.params import MapParams
 
 __all__ = ["compute_batch"]
@@ -21,6 +21,8 @@ def compute_batch(
 ) -> Any:
     """The maps of a stack of same-shaped masks (on ``backend``'s device), in ``params.dtype``.
 
+    Shape ``(N, *params.map_shape(mask shape))``.
+
     ``validate`` as for :func:`weightmaps.weight_map` (the U-Net map always checks its input).
     """
     if params.kind == "unet":
@@ -28,4 +30,15 @@ def compute_batch(
 
         with (timer or untimed)("distance"):
             return unet_batch(masks, params, backend)
+    if params.kind == "distance":
+        with (timer or untimed)("distance"):
+            distance = distance_to_edges(masks, spacing=params.spacing, connectivity=params.connectivity,
+                                         device=backend, batch=True)
+        return distance.astype(params.dtype, copy=False)
+    if params.kind == "sdf":
+        from weightmaps.sdf import signed_distance
+
+        with (timer or untimed)("distance"):
+            return signed_distance(masks, num_classes=params.num_classes, spacing=params.spacing,  # type: ignore[arg-type]
+                                   ignore_index=params.ignore_index, dtype=params.dtype, device=backend, batch=True)
     return weight_map(masks, **params.engine_kwargs(), device=backend, batch=True, timer=timer, validate=validate)

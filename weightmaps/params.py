@@ -18,11 +18,15 @@ from typing import Any
 from weightmaps.errors import WeightmapsError
 from weightmaps.validation import check_unet_parameters
 
-__all__ = ["INSTANCE_MODES", "MAP_KINDS", "UNET_FIELDS", "MapParams"]
+__all__ = ["INSTANCE_MODES", "MAP_KINDS", "UNET_FIELDS", "WEIGHT_KINDS", "MapParams"]
 
 # The kinds of map a store can hold. "bressan": w = φ_c · δ (Bressan et al. 2021); "unet":
-# w = w_c + w0 · exp(−(d1 + d2)² / 2σ²) between instances (Ronneberger et al. 2015, weightmaps.unet).
-MAP_KINDS = ("bressan", "unet")
+# w = w_c + w0 · exp(−(d1 + d2)² / 2σ²) between instances (Ronneberger et al. 2015, weightmaps.unet);
+# "distance": d, the distance to the nearest edge (weights derived when loading); "sdf": one signed
+# distance map per class (weightmaps.sdf), shape (num_classes, *mask).
+MAP_KINDS = ("bressan", "unet", "distance", "sdf")
+# The kinds whose maps are weights, made with a σ; the others hold distances and take no σ.
+WEIGHT_KINDS = ("bressan", "unet")
 # How a "unet" map finds its instances: the masks are instance masks ("as-is"), or the connected
 # components of every class of a semantic mask ("connected").
 INSTANCE_MODES = ("as-is", "connected")
@@ -36,8 +40,9 @@ class MapParams:
 
     Attributes
     ----------
-    sigma : float
-        Width of the edge uncertainty, in spacing units.
+    sigma : float or None
+        Width of the edge uncertainty (of the separation term for ``"unet"``), in spacing
+        units; None for the kinds that hold distances.
     class_weights : dict[int, float]
         φ per label.
     class_weights_origin : dict
@@ -74,7 +79,7 @@ class MapParams:
     (True, True)
     """
 
-    sigma: float
+    sigma: float | None
     class_weights: dict[int, float]
     class_weights_origin: dict[str, Any] = field(default_factory=lambda: {"source": "explicit"})
     spacing: tuple[float, ...] | None = None
@@ -97,7 +102,14 @@ class MapParams:
         set_ = object.__setattr__
         if self.kind not in MAP_KINDS:
             raise WeightmapsError(f"map kind {self.kind!r} is not one of {MAP_KINDS}")
-        set_(self, "sigma", float(self.sigma))
+        if self.kind in WEIGHT_KINDS and self.sigma is None:
+            raise WeightmapsError(f"a {self.kind!r} map needs sigma (--sigma)")
+        if self.kind not in WEIGHT_KINDS and self.sigma is not None:
+            raise WeightmapsError(f"sigma does not apply to map kind {self.kind!r}: it holds distances, not weights")
+        if self.kind == "sdf" and self.num_classes is None:
+            raise WeightmapsError("an 'sdf' map needs num_classes (--num-classes): one channel per class")
+        if self.sigma is not None:
+            set_(self, "sigma", float(self.sigma))
         set_(self, "class_weights", {int(k): float(v) for k, v in sorted(self.class_weights.items(), key=_label)})
         set_(self, "class_weights_origin", dict(self.class_weights_origin))
         if self.spacing is not None:
@@ -132,6 +144,19 @@ class MapParams:
         set_(self, "tolerance", tolerance)
         if self.instances not in INSTANCE_MODES:
             raise WeightmapsError(f"instances must be one of {INSTANCE_MODES}, got {self.instances!r}")
+
+    def map_shape(self, mask_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the map of a mask of ``mask_shape``: a channel per class for ``"sdf"``."""
+        return (int(self.num_classes), *mask_shape) if self.kind == "sdf" else tuple(mask_shape)  # type: ignore[arg-type]
+
+    def mask_shape(self, map_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the mask a map of ``map_shape`` was made from."""
+        return tuple(map_shape[1:]) if self.kind == "sdf" else tuple(map_shape)
+
+    @property
+    def allows_inf(self) -> bool:
+        """Whether a map may hold +inf: the distance of a mask without an edge."""
+        return self.kind == "distance"
 
     def engine_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`weightmaps.weight_map` these parameters fix."""
@@ -182,7 +207,7 @@ class MapParams:
             values = weights.pop("values", {})
             spacing = record.get("spacing")
             return cls(
-                sigma=record["sigma"],
+                sigma=record.get("sigma"),
                 class_weights={int(k): float(v) for k, v in values.items()},
                 class_weights_origin=weights or {"source": "explicit"},
                 spacing=tuple(spacing) if spacing is not None else None,

@@ -39,7 +39,7 @@ from weightmaps.engine import OUTPUT_DTYPES, class_weight_table
 from weightmaps.errors import BadSample, ResumeMismatchError, StoreExistsError, WeightmapsError
 from weightmaps.layout import plan_layout, summarize_shapes
 from weightmaps.lock import store_lock
-from weightmaps.params import UNET_FIELDS, MapParams
+from weightmaps.params import UNET_FIELDS, WEIGHT_KINDS, MapParams
 from weightmaps.shards import (
     ShardExecutor,
     ShardSettings,
@@ -50,6 +50,7 @@ from weightmaps.shards import (
 from weightmaps.stats import Progress, ScanResult, open_inputs, scan
 from weightmaps.validation import (
     check_connectivity,
+    check_distances_fit,
     check_label_options,
     check_sigma,
     check_spacing,
@@ -146,7 +147,7 @@ def compute(
     inputs: Any,
     out: str | os.PathLike[str],
     *,
-    sigma: float,
+    sigma: float | None = None,
     class_weights: str | os.PathLike[str] | Mapping[Any, Any] = "balanced",
     class_weights_from: str | os.PathLike[str] | None = None,
     scheme_params: Mapping[str, float] | None = None,
@@ -196,7 +197,8 @@ def compute(
     out : path
         The store to write (a directory).
     sigma : float
-        Width of the edge uncertainty, in spacing units.
+        Width of the edge uncertainty, in spacing units (of the separation term for
+        ``kind="unet"``). Required for the weight maps; not taken by ``"distance"`` and ``"sdf"``.
     class_weights : str, path or mapping
         A scheme (``"balanced"``, ``"median"``, ``"log"``, ``"effective"``, ``"none"``)
         over the dataset's class counts, a JSON file ``{label: weight}``, or a mapping.
@@ -231,8 +233,13 @@ def compute(
         map is written changed (the scan compares every mask's digest with the store's).
     recompute_changed : bool
         On resume, compute again exactly the shards whose masks changed instead of refusing.
-    kind : {"bressan", "unet"}
-        The map: Bressan et al.'s ``φ_c · δ`` or Ronneberger et al.'s U-Net separation weights.
+    kind : {"bressan", "unet", "distance", "sdf"}
+        The map: Bressan et al.'s ``φ_c · δ``; Ronneberger et al.'s U-Net separation weights; the
+        distance d to the nearest edge (:func:`weightmaps.distance_to_edges`, +inf without an edge),
+        from which :class:`~weightmaps.torch.WeightMapDataset` derives ``φ_c · δ`` for any σ and φ
+        when loading; or one signed distance map per class (:func:`weightmaps.signed_distance`,
+        needs ``num_classes``), for boundary losses. The class counts and weights are recorded
+        for every kind.
     w0, tolerance : float, optional
         For ``kind="unet"``: the separation term's height (default 10) and accuracy (default
         1e-4; see :func:`weightmaps.unet_weights`). ``sigma`` is its width.
@@ -303,7 +310,8 @@ def compute(
         raise WeightmapsError(f"batch_size must be >= 1, got {batch_size}")
     if parallel not in ("auto", "processes", "threads"):
         raise WeightmapsError(f"parallel must be 'auto', 'processes' or 'threads', got {parallel!r}")
-    sigma = check_sigma(sigma)
+    if sigma is not None:
+        sigma = check_sigma(sigma)
     check_label_options(ignore_index, label_map, num_classes)
     map_fields = _map_fields(kind, sigma, w0, tolerance, instances, num_classes)
     if max_weight is not None and not (math.isfinite(max_weight) and max_weight > 0):
@@ -355,10 +363,14 @@ def compute(
         **map_fields,
     )
     # What the maps could come out as: never inf, never all 0 (before any store exists).
-    check_weights_fit(params.class_weights, dtype, headroom=params.w0 or 0.0)
-    class_weight_table(params.class_weights, params.ignore_index)
+    map_shapes = [params.map_shape(s) for s in scanned.shapes]
+    if params.kind in WEIGHT_KINDS:
+        check_weights_fit(params.class_weights, dtype, headroom=params.w0 or 0.0)
+        class_weight_table(params.class_weights, params.ignore_index)
     if params.kind == "bressan":  # a U-Net map is w_c + s ≥ w_c: σ cannot round it away
-        check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype)
+        check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype)  # type: ignore[arg-type]
+    if params.kind not in WEIGHT_KINDS:
+        check_distances_fit(scanned.shapes, spacing_used, dtype)
     if ignore_index is not None and scanned.ignored_pixels == 0:
         log.warning("ignore_index %d occurs in no mask: no pixel is ignored", ignore_index)
     fingerprint = source.fingerprint()
@@ -368,7 +380,7 @@ def compute(
     from weightmaps import store as store_module
 
     if dry_run:
-        plan = _plan(scanned, dtype, samples_per_shard, out_path, weights, spacing_used)
+        plan = _plan(scanned, map_shapes, dtype, samples_per_shard, out_path, weights, spacing_used)
         total = time.perf_counter() - t_start
         return ComputeResult(
             store=str(out_path), n_samples=len(scanned.ids), n_bad=len(scanned.bad), n_computed=0,
@@ -380,12 +392,12 @@ def compute(
     # end: a second run on the same output is refused, naming this one (weightmaps.lock).
     with store_lock(out_path):
         if resuming:
-            writer = store_module.resume_store(out_path, ids=scanned.ids, shapes=scanned.shapes, params=params)
+            writer = store_module.resume_store(out_path, ids=scanned.ids, shapes=map_shapes, params=params)
             _check_unchanged(writer, scanned, recompute_changed)
             log.info("resuming %s", out_path)
         else:
             writer = store_module.create_store(
-                out_path, ids=scanned.ids, shapes=scanned.shapes, params=params, fingerprint=fingerprint,
+                out_path, ids=scanned.ids, shapes=map_shapes, params=params, fingerprint=fingerprint,
                 class_counts=scanned.counts, overwrite=overwrite, samples_per_shard=samples_per_shard,
             )
         tasks = list(writer.pending())
@@ -455,11 +467,12 @@ def compute(
 
 
 def _map_fields(
-    kind: str, sigma: float, w0: float | None, tolerance: float | None, instances: str | None,
+    kind: str, sigma: float | None, w0: float | None, tolerance: float | None, instances: str | None,
     num_classes: int | None,
 ) -> dict[str, Any]:
     """The map kind's own fields of MapParams, checked (with their defaults) before the scan."""
-    probe = MapParams(sigma=sigma, class_weights={}, kind=kind, w0=w0, tolerance=tolerance, instances=instances)
+    probe = MapParams(sigma=sigma, class_weights={}, kind=kind, w0=w0, tolerance=tolerance, instances=instances,
+                      num_classes=num_classes)
     if probe.instances == "as-is" and num_classes is not None:
         raise WeightmapsError(
             "num_classes checks class labels, and instance masks (instances='as-is') hold instance ids; "
@@ -509,11 +522,11 @@ def _finalize(
 
 
 def _plan(
-    scanned: ScanResult, dtype: str, samples_per_shard: int | None, out: Path,
+    scanned: ScanResult, map_shapes: list[tuple[int, ...]], dtype: str, samples_per_shard: int | None, out: Path,
     weights: dict[int, float], spacing: tuple[float, ...] | None,
 ) -> dict[str, Any]:
     # The store's own layout, so the dry run reports what a run would write.
-    layout = plan_layout(scanned.shapes, dtype, samples_per_shard)
+    layout = plan_layout(map_shapes, dtype, samples_per_shard)
     return {
         "store": str(out),
         "exists": out.exists(),
@@ -522,7 +535,7 @@ def _plan(
         "bad": [b.as_dict() for b in scanned.bad],
         "shapes": summarize_shapes(scanned.shapes),
         "n_shards": layout.n_shards,
-        "estimated_bytes": sum(math.prod(s) for s in scanned.shapes) * np.dtype(dtype).itemsize,
+        "estimated_bytes": sum(math.prod(s) for s in map_shapes) * np.dtype(dtype).itemsize,
         "class_counts": scanned.counts,
         "class_weights": weights,
         "spacing": list(spacing) if spacing is not None else None,

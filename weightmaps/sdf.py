@@ -103,9 +103,3 @@ def signed_distance(
             raise WeightmapsError(f"signed distances up to {largest:g} do not fit float16; store float32")
     result = out.astype(dtype) if batch else out[0].astype(dtype)
     return result if is_cupy_array(labels) else to_numpy(result)
-
-
-def largest_distance(shape: tuple[int, ...], spacing: tuple[float, ...] | None) -> float:
-    """The diagonal of a mask of ``shape`` in spacing units: no distance in it is larger."""
-    spacing = spacing or (1.0,) * len(shape)
-    return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True))))

@@ -86,6 +86,7 @@ def decode_shard(task: ShardTask, source: MaskSource, settings: ShardSettings) -
     for index, shape in zip(task.sample_indices, task.shapes, strict=True):
         i = settings.source_index(index)
         labels = source.read(i)
+        shape = settings.params.mask_shape(shape)
         if tuple(labels.shape) != shape:
             raise WeightmapsError(
                 f"{source.describe(i)}: shape {tuple(labels.shape)} differs from {shape} "
@@ -131,7 +132,7 @@ def compute_maps(
     timed = timer or _untimed
     n = len(masks)
     batch = settings.batch_size or _default_batch_size(backend, masks.shape[1:])
-    out = _host_array(backend, masks.shape, np.dtype(settings.params.dtype))
+    out = _host_array(backend, (n, *settings.params.map_shape(masks.shape[1:])), np.dtype(settings.params.dtype))
     for start in range(0, n, batch):
         with timed("transfer"):
             data = backend.asarray(masks[start:start + batch])

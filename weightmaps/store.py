@@ -456,8 +456,10 @@ class StoreWriter(_StoreInfo):
             if m.dtype != self.dtype:
                 raise WeightmapsError(f"{where}: maps are {m.dtype}, the store holds {self.dtype}")
         # NaN is the store's mark of a map never written, and inf no weight: neither is ever
-        # written (one pass over the shard, on the writer's thread or process).
-        bad = [sample for m, sample in zip(maps, task.sample_indices, strict=True) if not np.isfinite(m).all()]
+        # written (one pass over the shard, on the writer's thread or process). A distance map
+        # holds +inf where a mask has no edge at all.
+        usable = _finite_or_far if self.params.allows_inf else _finite
+        bad = [sample for m, sample in zip(maps, task.sample_indices, strict=True) if not usable(m)]
         if bad:
             ids = self.ids
             raise WeightmapsError(f"{where}: the maps of {[ids[i] for i in bad[:5]]} hold NaN or inf; not written")
@@ -526,6 +528,15 @@ def _write_meta(path: Path, meta: dict[str, Any]) -> None:
         root = json.load(f)
     root.setdefault("attributes", {})[_KEY] = meta
     publish_json(root_file, root)
+
+
+def _finite(m: np.ndarray) -> bool:
+    return bool(np.isfinite(m).all())
+
+
+def _finite_or_far(m: np.ndarray) -> bool:
+    """No NaN, no −inf: a distance may be +inf (no edge to be near)."""
+    return not bool(np.isnan(m).any() or np.isneginf(m).any())
 
 
 def marker_path(store: Path, shard: int) -> Path:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from weightmaps.engine import weight_from_distance
 from weightmaps.errors import WeightmapsError
 from weightmaps.params import MapParams
 
@@ -110,6 +111,8 @@ class WeightMapDataset(torch.utils.data.Dataset):
         transform: Callable[[Sample], Sample] | None = None,
         label_map: Mapping[int, int] | None = None,
         check: bool = True,
+        sigma: float | None = None,
+        class_weights: str | os.PathLike[str] | Mapping[int, float] | None = None,
     ) -> None:
         from weightmaps.sources import open_image_source, open_source
         from weightmaps.store import open_store
@@ -123,6 +126,9 @@ class WeightMapDataset(torch.utils.data.Dataset):
                 f"weight store {self._weights_path} is incomplete (compute was interrupted or is "
                 "still running); finish it with compute(..., resume=True) before training"
             )
+        self._params = store.params
+        self._key = {"distance": "distance", "sdf": "sdf"}.get(self._params.kind, "weight")
+        self._derive = _derived_weights(store, sigma, class_weights)
         if label_map is None:  # the label map the store was computed with, if any
             label_map = store.params.label_map
         # Masks are read as the store's run read them: its label map and float-label rule.
@@ -181,21 +187,26 @@ class WeightMapDataset(torch.utils.data.Dataset):
                     f"weight store {self._weights_path} recorded; the weights were computed from "
                     "other masks (or another label_map): recompute them"
                 )
-        weight = np.asarray(self._weight_store()[sid])
-        if weight.shape != mask.shape:
+        stored = np.asarray(self._weight_store()[sid])
+        if stored.shape != self._params.map_shape(mask.shape):
             raise WeightmapsError(
-                f"sample {sid!r}: weight map shape {weight.shape} in {self._weights_path} differs "
-                f"from mask shape {mask.shape}"
+                f"sample {sid!r}: {self._key} map shape {stored.shape} in {self._weights_path} does not "
+                f"fit mask shape {mask.shape}"
             )
         image = _channels_first(self._images.read(self._image_index[index]), mask.shape, sid)
         sample: Sample = {
             "image": torch.from_numpy(_to_float(image)),
             "mask": torch.from_numpy(mask.astype(np.int64, copy=False)),
-            "weight": torch.from_numpy(weight.astype(np.float32, copy=False)),
+            self._key: torch.from_numpy(stored.astype(np.float32, copy=False)),
             "id": sid,
         }
+        if self._derive is not None:
+            sigma, phi = self._derive
+            derived = weight_from_distance(stored, mask, sigma=sigma, class_weights=phi,
+                                           ignore_index=self._params.ignore_index)
+            sample["weight"] = torch.from_numpy(derived)
         if self.transform is not None:
-            sample = _as_sample(self.transform(sample), sid)
+            sample = _as_sample(self.transform(sample), sid, [k for k in MAP_KEYS if k in sample])
         return sample
 
     def __repr__(self) -> str:
@@ -203,6 +214,36 @@ class WeightMapDataset(torch.utils.data.Dataset):
             f"WeightMapDataset({len(self)} samples, weights={self._weights_path!r}, "
             f"transform={self.transform!r})"
         )
+
+
+def _derived_weights(
+    store: Any, sigma: float | None, class_weights: str | os.PathLike[str] | Mapping[int, float] | None
+) -> tuple[float, dict[int, float]] | None:
+    """σ and φ to derive weights with at load time (a distance store), or None."""
+    kind = store.params.kind
+    if kind != "distance":
+        if sigma is not None or class_weights is not None:
+            raise WeightmapsError(
+                f"sigma and class_weights derive weights from a distance store (--map distance); "
+                f"{store.path} holds {kind!r} maps"
+            )
+        return None
+    if sigma is None:
+        if class_weights is not None:
+            raise WeightmapsError("class_weights derive weights with a sigma: give sigma too")
+        return None
+    from weightmaps.classweights import resolve_class_weights
+    from weightmaps.validation import check_sigma
+
+    sigma = check_sigma(sigma)
+    if class_weights is None:
+        return sigma, dict(store.class_weights)  # those the run recorded (its --class-weights)
+    if isinstance(class_weights, (str, os.PathLike)) and os.path.isdir(class_weights):
+        weights, _ = resolve_class_weights("balanced", store.class_counts, class_weights_from=class_weights)
+    else:
+        weights, _ = resolve_class_weights(class_weights if not isinstance(class_weights, os.PathLike)
+                                           else os.fspath(class_weights), store.class_counts)
+    return sigma, weights
 
 
 def _same_ids(name_a: str, a: Sequence[str], name_b: str, b: Sequence[str]) -> None:
@@ -247,27 +288,33 @@ def _tensor(x: Any) -> torch.Tensor:
     return t.as_subclass(torch.Tensor)  # drop tv_tensors wrappers
 
 
-def _as_sample(out: Any, sid: str) -> Sample:
-    """Normalize what a transform returned: tensors, float32 image/weight, int64 mask."""
-    if not isinstance(out, Mapping) or not {"image", "mask", "weight"} <= set(out):
+# The per-pixel maps a sample may carry besides its mask: "sdf" has a channel per class in front.
+MAP_KEYS = ("weight", "distance", "sdf")
+
+
+def _as_sample(out: Any, sid: str, keys: Sequence[str] = ("weight",)) -> Sample:
+    """Normalize what a transform returned: tensors, float32 image and maps, int64 mask."""
+    expected = {"image", "mask", *keys}
+    if not isinstance(out, Mapping) or not expected <= set(out):
         raise WeightmapsError(
-            f"sample {sid!r}: transform must return a dict with 'image', 'mask' and 'weight'"
+            f"sample {sid!r}: transform must return a dict with {', '.join(repr(k) for k in sorted(expected))}"
         )
     sample = dict(out)
     mask = _tensor(sample["mask"])
     if mask.is_floating_point():
         mask = mask.round()
     sample["mask"] = mask.to(torch.int64)
-    sample["weight"] = _tensor(sample["weight"]).to(torch.float32)
     sample["image"] = _tensor(sample["image"]).to(torch.float32)
     sample.setdefault("id", sid)
-    if sample["mask"].shape != sample["weight"].shape:
-        raise WeightmapsError(
-            f"sample {sid!r}: after the transform, mask shape {tuple(sample['mask'].shape)} "
-            f"differs from weight shape {tuple(sample['weight'].shape)}; pass the weight to the "
-            "transform as a mask (albumentations: masks=[mask, weight]; torchvision: "
-            "tv_tensors.Mask)"
-        )
+    for key in (k for k in MAP_KEYS if k in sample):
+        sample[key] = _tensor(sample[key]).to(torch.float32)
+        shape = tuple(sample[key].shape[1:] if key == "sdf" else sample[key].shape)
+        if shape != tuple(sample["mask"].shape):
+            raise WeightmapsError(
+                f"sample {sid!r}: after the transform, mask shape {tuple(sample['mask'].shape)} "
+                f"differs from {key} shape {shape}; pass the {key} to the transform as a mask "
+                "(albumentations: masks=[mask, ...]; torchvision: tv_tensors.Mask)"
+            )
     return sample
 
 
@@ -283,24 +330,30 @@ class _AlbumentationsTransform:
     def __call__(self, sample: Sample) -> Sample:
         image = sample["image"].numpy()
         mask = sample["mask"].numpy()
-        weight = sample["weight"].numpy()
+        # Every map goes as masks, one array a channel: they move with the mask, pixel for pixel.
+        keys = [k for k in MAP_KEYS if k in sample]
+        channels = [list(sample[k].numpy()) if k == "sdf" else [sample[k].numpy()] for k in keys]
+        planes = [mask.astype(np.float32) if mask.ndim == 3 else mask] + [c for group in channels for c in group]
         if mask.ndim == 2:
-            out = self.aug(image=np.ascontiguousarray(np.moveaxis(image, 0, -1)),
-                           masks=[mask, weight])
-            new_image, (new_mask, new_weight) = out["image"], out["masks"]
+            out = self.aug(image=np.ascontiguousarray(np.moveaxis(image, 0, -1)), masks=planes)
+            new_image, moved = out["image"], list(out["masks"])
         elif mask.ndim == 3:
             # albumentations' 3-D targets: volume (D, H, W, C) and a stacked masks3d array
-            out = self.aug(volume=np.ascontiguousarray(np.moveaxis(image, 0, -1)),
-                           masks3d=np.stack([mask.astype(np.float32), weight]))
-            new_image, (new_mask, new_weight) = out["volume"], out["masks3d"]
+            out = self.aug(volume=np.ascontiguousarray(np.moveaxis(image, 0, -1)), masks3d=np.stack(planes))
+            new_image, moved = out["volume"], list(out["masks3d"])
         else:
             raise WeightmapsError(f"sample {sample.get('id')!r}: mask must be 2-D or 3-D")
-        return {
+        result = {
             **sample,
             "image": torch.from_numpy(np.ascontiguousarray(np.moveaxis(new_image, -1, 0))),
-            "mask": torch.from_numpy(np.rint(np.asarray(new_mask)).astype(np.int64)),
-            "weight": torch.from_numpy(np.asarray(new_weight, dtype=np.float32)),
+            "mask": torch.from_numpy(np.rint(np.asarray(moved[0])).astype(np.int64)),
         }
+        at = 1
+        for key, group in zip(keys, channels, strict=True):
+            taken = [np.asarray(c, dtype=np.float32) for c in moved[at:at + len(group)]]
+            at += len(group)
+            result[key] = torch.from_numpy(np.stack(taken) if key == "sdf" else taken[0])
+        return result
 
     def __repr__(self) -> str:
         return f"albumentations_transform({self.aug!r})"
@@ -345,13 +398,9 @@ class _TorchvisionTransform:
     def __call__(self, sample: Sample) -> Sample:
         from torchvision import tv_tensors
 
-        out = self.aug({
-            "image": tv_tensors.Image(sample["image"]),
-            "mask": tv_tensors.Mask(sample["mask"]),
-            "weight": tv_tensors.Mask(sample["weight"]),
-        })
-        return {**sample, **{k: out[k].as_subclass(torch.Tensor) for k in ("image", "mask",
-                                                                            "weight")}}
+        keys = ["mask", *(k for k in MAP_KEYS if k in sample)]
+        out = self.aug({"image": tv_tensors.Image(sample["image"]), **{k: tv_tensors.Mask(sample[k]) for k in keys}})
+        return {**sample, **{k: out[k].as_subclass(torch.Tensor) for k in ("image", *keys)}}
 
     def __repr__(self) -> str:
         return f"torchvision_transform({self.aug!r})"
@@ -537,10 +586,13 @@ class PixelWeights:
         """The maps of ``params`` (e.g. a store's ``params``, of any kind), in ``dtype`` (default: theirs)."""
         if dtype is None:
             dtype = torch.float16 if params.dtype == "float16" else torch.float32
-        weights = cls(params.sigma, params.class_weights, spacing=params.spacing, ignore_index=params.ignore_index,
-                      connectivity=params.connectivity, dtype=dtype, validate=validate)
-        if params.kind != "bressan":  # the paper's fields above were checked; the map is params' own
-            weights.params = dataclasses.replace(params, dtype=_ENGINE_DTYPES.get(dtype, "float32"))
+        if not dtype.is_floating_point:
+            raise WeightmapsError(f"dtype must be a floating point torch dtype, got {dtype}")
+        # The constructor builds the paper's parameters; these are checked already, of any kind.
+        weights = cls.__new__(cls)
+        weights.params = dataclasses.replace(params, dtype=_ENGINE_DTYPES.get(dtype, "float32"))
+        weights.dtype = dtype
+        weights.validate = bool(validate)
         return weights
 
     @classmethod

@@ -22,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.backend import DISTANCE_DTYPE, Backend, array_module, backend_for, is_cupy_array, to_numpy
-from weightmaps.engine import OUTPUT_DTYPES, class_weight_table, nearest_distance, sigma_units, stack_nearest_distance
+from weightmaps.backend import DISTANCE_DTYPE, Backend, backend_for, is_cupy_array, to_numpy
+from weightmaps.engine import (
+    OUTPUT_DTYPES,
+    nearest_distance,
+    pixel_class_weights,
+    sigma_units,
+    stack_nearest_distance,
+)
 from weightmaps.errors import WeightmapsError
 from weightmaps.params import MapParams
 from weightmaps.validation import (
@@ -266,35 +272,11 @@ def unet_weights(
         weights += np.float32(1.0)
     else:
         weights = separation
-        weights += _class_weights_of(pixel_class, class_weights, ignore_index)
+        weights += pixel_class_weights(pixel_class, class_weights, ignore_index)
     if ignored is not None:
         weights[ignored] = 0
     out = weights.astype(dtype)
     return out if is_cupy_array(instances) else to_numpy(out)
-
-
-def _class_weights_of(pixel_class: Any, class_weights: Mapping[int, float], ignore_index: int | None) -> Any:
-    """w_c of every pixel (float32); a class without a weight is an error naming it."""
-    xp = array_module(pixel_class)
-    if pixel_class.dtype == bool:  # background / instance: classes 0 and 1
-        pixel_class = pixel_class.view(np.uint8)
-    table = class_weight_table(class_weights, ignore_index)
-    values = xp.asarray(table.values)
-    if table.keys is None:
-        if int(pixel_class.max()) >= table.values.size:
-            raise WeightmapsError(f"class(es) {table.missing(pixel_class)} occur but have no class weight "
-                                  f"(weights given for {sorted(class_weights)})")
-        base = values[pixel_class.astype(np.intp, copy=False)]
-    else:
-        positions = table.indices(pixel_class)
-        if bool((positions == len(table.keys)).any()):
-            raise WeightmapsError(f"class(es) {table.missing(pixel_class)} occur but have no class weight "
-                                  f"(weights given for {sorted(class_weights)})")
-        base = values[positions]
-    if bool(xp.isnan(base).any()):  # a class inside the table's range without a weight
-        raise WeightmapsError(f"class(es) {table.missing(pixel_class)} occur but have no class weight "
-                              f"(weights given for {sorted(class_weights)})")
-    return base
 
 
 def instances_from_labels(

@@ -186,3 +186,17 @@ def check_unet_parameters(w0: Any, tolerance: Any) -> tuple[float, float]:
     if not 0 < tolerance < 1:
         raise WeightmapsError(f"tolerance must lie in (0, 1), got {tolerance!r}")
     return w0, tolerance
+
+
+def check_distances_fit(shapes: Sequence[Sequence[int]], spacing: Sequence[float] | None, dtype: str) -> None:
+    """No distance of a map of these shapes overflows ``dtype`` (a mask's diagonal bounds them all)."""
+    diagonal = max(
+        math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing or (1.0,) * len(shape), strict=True)))
+        for shape in shapes
+    )
+    limit = float(np.finfo(dtype).max)
+    if diagonal > limit:
+        raise WeightmapsError(
+            f"distances up to {diagonal:g} (a mask's diagonal in spacing units) do not fit {dtype} "
+            f"(largest {limit:g}): store float32"
+        )

@@ -66,8 +66,9 @@ connectivity_opt = click.option(
     help="Neighbourhood that defines label edges: 1 = faces, up to the number of axes = all neighbours.",
 )
 sigma_opt = click.option(
-    "--sigma", type=click.FloatRange(min=0, min_open=True), required=True,
-    help="Width of the edge uncertainty (--map unet: of the separation term), in spacing units (pixels by default).",
+    "--sigma", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Width of the edge uncertainty (--map unet: of the separation term), in spacing units (pixels by "
+    "default). Required by the weight maps, bressan and unet; distance and sdf take none.",
 )
 class_weights_opt = click.option(
     "--class-weights", default="balanced", show_default=True, metavar="SCHEME|FILE",
@@ -83,7 +84,9 @@ _MAP_OPTIONS = (
     click.option(
         "--map", "kind", type=click.Choice(MAP_KINDS), default="bressan", show_default=True,
         help="bressan: φ_c·δ (Bressan et al. 2021); unet: w_c + w0·exp(−(d1+d2)²/2σ²), the U-Net weights "
-        "that separate touching instances (Ronneberger et al. 2015).",
+        "that separate touching instances (Ronneberger et al. 2015); distance: d to the nearest edge, "
+        "weights derived when loading with any σ and φ; sdf: a signed distance map per class "
+        "(needs --num-classes), for boundary losses.",
     ),
     click.option(
         "--w0", type=click.FloatRange(min=0), default=None, metavar="W",

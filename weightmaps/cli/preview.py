@@ -75,16 +75,20 @@ def _check_figure_suffix(ctx: click.Context, param: click.Parameter, value: str)
 @spacing_opt
 @connectivity_opt
 @device_opt
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --map sdf: the channels (default: the mask's largest label + 1).")
 @click.option("--dpi", type=click.IntRange(min=30), default=120, show_default=True)
 @verbosity_opts
 def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, tolerance: float | None,
-                instances: str | None, sigma: float, out: str, class_weights: str,
+                instances: str | None, sigma: float | None, out: str, class_weights: str,
                 class_weights_from: str | None, ignore_index: int | None, label_map: dict[int, int] | None,
-                spacing: tuple[float, ...] | None, connectivity: int, device: str, dpi: int) -> None:
+                spacing: tuple[float, ...] | None, connectivity: int, device: str, num_classes: int | None,
+                dpi: int) -> None:
     """Draw MASK, its distance to the label edges, the uncertainty δ and the final weight w.
 
     With --map unet: the instances, the distance d1 + d2 to the two nearest instances (drawn up
     to the reach beyond which the separation term is below the tolerance) and the U-Net weight.
+    With --map distance: the distance alone; with --map sdf: one signed distance panel per class.
     Class weights default to the balanced scheme over this mask alone; pass --class-weights-from
     a store to see the weights that store uses. A 3-D mask is computed whole and its middle slice
     is drawn.
@@ -101,12 +105,19 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
     from weightmaps.readers import read_image, read_mask
 
     labels = read_mask(mask, label_map=label_map)
-    params = MapParams(sigma=sigma, class_weights={}, kind=kind, w0=w0, tolerance=tolerance, instances=instances)
+    if kind == "sdf" and num_classes is None:
+        num_classes = int(np.max(np.where(labels == ignore_index, 0, labels))) + 1 if ignore_index is not None \
+            else int(labels.max()) + 1
+    params = MapParams(sigma=sigma, class_weights={}, kind=kind, w0=w0, tolerance=tolerance, instances=instances,
+                       num_classes=num_classes)
     common: dict[str, Any] = {"spacing": spacing, "connectivity": connectivity, "device": device}
     if params.kind == "unet":
         drawn, weights, maps = _unet_panels(labels, params, class_weights, class_weights_from, ignore_index, common)
+    elif params.kind in ("distance", "sdf"):
+        drawn, weights, maps = labels, {}, _distance_panels(labels, params, ignore_index, common)
     else:
-        drawn, weights, maps = _bressan_panels(labels, sigma, class_weights, class_weights_from, ignore_index, common)
+        drawn, weights, maps = _bressan_panels(labels, float(sigma), class_weights, class_weights_from,  # type: ignore[arg-type]
+                                               ignore_index, common)
     ndim = labels.ndim
     drawn = _middle_slice(drawn, ndim)
     shown = [(name, title, _middle_slice(data, ndim), cmap, label) for name, title, data, cmap, label in maps]
@@ -158,7 +169,7 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
     phi = ", ".join(f"{k}: {v:.3g}" for k, v in weights.items())
     slice_note = f", middle slice {labels.shape[0] // 2} of {labels.shape[0]}" if ndim == 3 else ""
     name = "w_c" if params.kind == "unet" else "φ"
-    fig.suptitle(f"{Path(mask).name}{slice_note}    {name} = {{{phi}}}", fontsize=11)
+    fig.suptitle(f"{Path(mask).name}{slice_note}" + (f"    {name} = {{{phi}}}" if weights else ""), fontsize=11)
     fig.savefig(out, dpi=dpi)
     click.echo(f"wrote {out}")
 
@@ -213,6 +224,18 @@ def _unet_panels(labels: Any, params: Any, class_weights: str, class_weights_fro
         ("weight", rf"weight $w_c + w_0 e^{{-(d_1 + d_2)^2 / 2\sigma^2}}$, $w_0 = {params.w0:g}$, "
          rf"$\sigma = {params.sigma:g}$", w, "inferno", "w"),
     ]
+
+
+def _distance_panels(labels: Any, params: Any, ignore_index: int | None, common: dict[str, Any]) -> list[Panel]:
+    from weightmaps import distance_to_edges, signed_distance
+
+    if params.kind == "distance":
+        return [("distance", "distance to the nearest edge $d(x)$ (weights derived when loading)",
+                 distance_to_edges(labels, **common), "magma", "d (spacing units)")]
+    sdf = signed_distance(labels, num_classes=params.num_classes, spacing=common["spacing"], ignore_index=ignore_index,
+                          device=common["device"])
+    return [(f"class {k}", f"signed distance, class {k}", sdf[k], "RdBu_r", "spacing units")
+            for k in range(params.num_classes)]
 
 
 def _edges(labels: Any) -> Any:
