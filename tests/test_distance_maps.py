@@ -193,3 +193,30 @@ def test_dataset_serves_sdf_and_transforms_move_it(data: Path, tmp_path: Path) -
     for k in range(3):
         if (mask == k).any() and not (mask == k).all():
             assert (batch["sdf"][0, k].numpy()[mask == k] <= 0).all()
+
+
+def test_boundary_loss_is_the_mean_of_probability_times_signed_distance() -> None:
+    torch = pytest.importorskip("torch")
+    from weightmaps.torch import boundary_loss, boundary_weight
+
+    rng = np.random.default_rng(0)
+    labels = np.stack([np.pad(np.ones((6, 6), np.uint8), 5), np.zeros((16, 16), np.uint8)])
+    labels[1, :, 8:] = 2
+    labels[1, 0, 0] = 9
+    sdf = torch.from_numpy(wm.signed_distance(labels, num_classes=3, ignore_index=9, batch=True, device="cpu"))
+    logits = torch.tensor(rng.normal(size=(2, 3, 16, 16)), dtype=torch.float32, requires_grad=True)
+    probs = logits.softmax(1)
+    got = boundary_loss(probs, sdf, classes=[1, 2])
+    expected = (probs[:, 1:] * sdf[:, 1:]).sum() / (2 * 2 * 16 * 16)
+    torch.testing.assert_close(got, expected)
+    target = torch.from_numpy(labels.astype(np.int64))
+    masked = boundary_loss(probs, sdf, classes=[1, 2], target=target, ignore_index=9)
+    torch.testing.assert_close(masked, (probs[:, 1:] * sdf[:, 1:]).sum() / (2 * (2 * 16 * 16 - 1)))
+    masked.backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    # The perfect prediction scores lower than a wrong one.
+    perfect = torch.nn.functional.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2).float()
+    assert boundary_loss(perfect, sdf, classes=[1, 2]) < boundary_loss(perfect.flip(1), sdf, classes=[1, 2])
+    with pytest.raises(wm.WeightmapsError, match="channels"):
+        boundary_loss(probs, sdf, classes=[3])
+    assert [boundary_weight(e) for e in (0, 1, 98, 200)] == [0.01, 0.02, 0.99, 0.99]

@@ -39,9 +39,12 @@ from weightmaps.errors import WeightmapsError
 from weightmaps.params import MapParams
 
 __all__ = [
+    "MAP_KEYS",
     "PixelWeights",
     "WeightMapDataset",
     "albumentations_transform",
+    "boundary_loss",
+    "boundary_weight",
     "torchvision_transform",
     "weighted_cross_entropy",
 ]
@@ -509,6 +512,74 @@ def weighted_cross_entropy(
     # when sum(w) == 0 the numerator is 0 too; dividing by 1 keeps value and gradient finite
     safe = torch.where(denom > 0, denom, torch.ones((), dtype=denom.dtype, device=denom.device))
     return total / safe
+
+
+def boundary_loss(
+    probs: torch.Tensor,
+    sdf: torch.Tensor,
+    *,
+    classes: Sequence[int] | None = None,
+    target: torch.Tensor | None = None,
+    ignore_index: int | None = None,
+) -> torch.Tensor:
+    """Kervadec et al.'s boundary loss (2019, Eq. 5): the mean of softmax probability × signed distance.
+
+    Parameters
+    ----------
+    probs
+        ``(N, C, *spatial)`` class probabilities (``logits.softmax(1)``).
+    sdf
+        ``(N, C, *spatial)`` signed distance maps, e.g. the ``"sdf"`` of a
+        :class:`WeightMapDataset` over a ``--map sdf`` store (negative inside a class).
+    classes
+        The channels the loss is taken over (Kervadec et al. use the foreground classes only);
+        default all.
+    target, ignore_index
+        With both: pixels whose ``target`` is ``ignore_index`` are left out of the mean (their
+        signed distances are 0 already; they must not count in the denominator either).
+
+    Returns
+    -------
+    The mean over the chosen classes and the counted pixels; minimised by putting each class's
+    probability where its signed distance is negative (inside it).
+
+    Examples
+    --------
+    >>> loss = (1 - alpha) * region_loss + alpha * boundary_loss(logits.softmax(1), batch["sdf"],
+    ...                                                          classes=[1, 2])  # doctest: +SKIP
+    """
+    if probs.shape != sdf.shape or probs.ndim < 3:
+        raise WeightmapsError(f"probs {tuple(probs.shape)} and sdf {tuple(sdf.shape)} must both be (N, C, *spatial)")
+    channels = list(range(probs.shape[1])) if classes is None else [int(c) for c in classes]
+    if not channels or any(not 0 <= c < probs.shape[1] for c in channels):
+        raise WeightmapsError(f"classes {classes!r} must be channels of {probs.shape[1]}")
+    product = probs[:, channels] * sdf[:, channels].to(device=probs.device, dtype=probs.dtype)
+    if target is None or ignore_index is None:
+        return product.mean()
+    if tuple(target.shape) != (probs.shape[0], *probs.shape[2:]):
+        raise WeightmapsError(f"target shape {tuple(target.shape)} does not fit probs {tuple(probs.shape)}")
+    counted = (target != ignore_index).unsqueeze(1).to(product.dtype)
+    pixels = counted.sum() * len(channels)
+    safe = torch.where(pixels > 0, pixels, torch.ones((), dtype=pixels.dtype, device=pixels.device))
+    return (product * counted).sum() / safe
+
+
+def boundary_weight(epoch: int, *, start: float = 0.01, step: float = 0.01, maximum: float = 0.99) -> float:
+    """α for ``(1 − α) · region_loss + α · boundary_loss`` at ``epoch`` (from 0): rising per epoch.
+
+    The boundary loss alone has a trivial minimum early on (predict nothing); Kervadec et al.
+    start from the region loss and move weight to the boundary term epoch by epoch, 0.01 at a
+    time. α = min(start + step · epoch, maximum).
+
+    Examples
+    --------
+    >>> boundary_weight(0), boundary_weight(10), boundary_weight(500)
+    (0.01, 0.11, 0.99)
+    """
+    if epoch < 0 or not 0 <= start <= maximum <= 1 or step < 0:
+        raise WeightmapsError(f"need epoch >= 0 and 0 <= start <= maximum <= 1, step >= 0; got {epoch}, {start}, "
+                              f"{maximum}, {step}")
+    return round(min(start + step * epoch, maximum), 12)
 
 
 # --------------------------------------------------------------------------------------------
