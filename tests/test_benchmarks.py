@@ -200,3 +200,30 @@ def test_unet_benchmark_loop_is_the_reference_map() -> None:
 
     cells = make_instance_masks(1, (40, 50), instances=9, seed=2)[0]
     np.testing.assert_allclose(bench.scipy_unet(cells, 10.0, 5.0), reference_unet(cells, w0=10.0, sigma=5.0), rtol=1e-6)
+
+
+def test_sdf_loading_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/sdf_loading.py end to end at tiny sizes: both loaders measured, the store sized."""
+    pytest.importorskip("torch")
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "sdf_loading.py"), "--out", str(tmp_path), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [path] = tmp_path.glob("sdf-loading-cpu-*-quick.json")
+    results = json.loads(path.read_text())["results"]
+    assert [r["key"] for r in results] == ["64", "3d"]
+    for r in results:
+        assert all(v > 0 for v in r["median_samples_per_s"].values()) and r["store_bytes"] > 0
+
+
+def test_sdf_benchmark_baseline_is_one_hot2dist() -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import sdf_loading as bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from tests.reference import one_hot2dist
+
+    labels = make_masks(1, (40, 48), num_classes=4, seed=3)[0]
+    np.testing.assert_array_equal(bench.one_hot2dist(labels, 4), one_hot2dist(labels, 4))
+    np.testing.assert_allclose(weightmaps.signed_distance(labels, num_classes=4, device="cpu"),
+                               bench.one_hot2dist(labels, 4), rtol=1e-5, atol=1e-5)
