@@ -142,11 +142,13 @@ def make_unet(in_ch: int, num_classes: int, base: int):
 # --------------------------------------------------------------------------------------------
 
 
-def train(loader: Any, *, weighted: bool, seed: int, epochs: int, lr: float, base: int) -> Any:
+def train(loader: Any, *, weighted: bool, seed: int, epochs: int, lr: float, base: int,
+          boundary_step: float | None = None) -> Any:
+    """One run; ``boundary_step``: cross-entropy blended with the boundary loss (the "sdf" of the batches)."""
     import torch
     import torch.nn.functional as F
 
-    from weightmaps.torch import weighted_cross_entropy
+    from weightmaps.torch import boundary_loss, boundary_weight, weighted_cross_entropy
 
     torch.manual_seed(seed)  # same initial weights for both runs
     model = make_unet(3, NUM_CLASSES, base)
@@ -155,13 +157,18 @@ def train(loader: Any, *, weighted: bool, seed: int, epochs: int, lr: float, bas
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     loader.generator.manual_seed(seed)  # same batch order for both runs
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         for batch in loader:
             logits = model(batch["image"])
             if weighted:
                 loss = weighted_cross_entropy(logits, batch["mask"], batch["weight"])
             else:
                 loss = F.cross_entropy(logits, batch["mask"])
+            if boundary_step is not None:
+                # Kervadec et al.: the region loss first, weight moved to the boundary term per epoch.
+                alpha = boundary_weight(epoch, step=boundary_step)
+                foreground = list(range(1, NUM_CLASSES))
+                loss = (1 - alpha) * loss + alpha * boundary_loss(logits.softmax(1), batch["sdf"], classes=foreground)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -209,6 +216,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--class-weights", default="balanced", help="scheme for phi_c")
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--boundary", action="store_true",
+                   help="compare cross-entropy with cross-entropy + boundary loss (a --map sdf store) instead")
+    p.add_argument("--boundary-step", type=float, default=0.03,
+                   help="per-epoch rise of the boundary loss's weight (Kervadec et al.: 0.01 over hundreds of epochs)")
     p.add_argument("--out", type=Path, default=Path("weighted-run"), help="output folder")
     return p.parse_args(argv)
 
@@ -234,6 +245,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      workers=min(2, os.cpu_count() or 1))
     t_data = time.perf_counter() - t0
 
+    if args.boundary:  # signed distance maps instead of weights, computed once
+        store = args.out / "sdf.zarr"
+        compute(str(root / "train" / "masks"), str(store), kind="sdf", num_classes=NUM_CLASSES, overwrite=True,
+                device="cpu", workers=min(2, os.cpu_count() or 1))
     ds = WeightMapDataset(str(root / "train" / "images"), str(root / "train" / "masks"), str(store))
     loader = DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
                         num_workers=args.workers, persistent_workers=args.workers > 0,
@@ -243,10 +258,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     share = float((data["test_masks"] == CLASS_OF_INTEREST).mean())
 
     rows = []
-    for name, weighted in (("cross-entropy (baseline)", False), ("weighted cross-entropy", True)):
+    runs: tuple[tuple[str, bool, float | None], ...] = (
+        (("cross-entropy (baseline)", False, None), ("cross-entropy + boundary loss", False, args.boundary_step))
+        if args.boundary else (("cross-entropy (baseline)", False, None), ("weighted cross-entropy", True, None))
+    )
+    for name, weighted, boundary_step in runs:
         t = time.perf_counter()
         model = train(loader, weighted=weighted, seed=args.seed, epochs=args.epochs, lr=args.lr,
-                      base=args.base)
+                      base=args.base, boundary_step=boundary_step)
         metrics = evaluate(model, data["test_images"], data["test_masks"])
         rows.append({"loss": name, **metrics, "train_seconds": time.perf_counter() - t})
     n_params = sum(p.numel() for p in make_unet(3, NUM_CLASSES, args.base).parameters())

@@ -52,3 +52,13 @@ def test_example_runs_end_to_end_small(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| loss | pixel accuracy | IoU class of interest |" in out
     assert (tmp_path / "weights.zarr").is_dir()
+
+
+def test_example_boundary_loss_variant_runs(tmp_path, capsys):
+    example = _load_example()
+    report = example.main(["--size", "48", "--n-train", "16", "--n-test", "8", "--epochs", "2", "--workers", "0",
+                           "--seed", "1", "--boundary", "--boundary-step", "0.4", "--out", str(tmp_path)])
+    assert [r["loss"] for r in report["rows"]] == ["cross-entropy (baseline)", "cross-entropy + boundary loss"]
+    assert (tmp_path / "sdf.zarr").is_dir()
+    for row in report["rows"]:
+        assert 0.0 <= row["pixel_accuracy"] <= 1.0
