@@ -289,3 +289,12 @@ def test_unet_maps_on_the_cluster_equal_in_process(client: Any, masks: Path, tmp
     compute_on_dask(client, str(masks), tmp_path / "dask.zarr", **args)
     assert_same_store(tmp_path / "local.zarr", tmp_path / "dask.zarr")
     assert open_store(tmp_path / "dask.zarr").params.kind == "unet"
+
+
+def test_sdf_maps_on_the_cluster_equal_in_process(client: Any, masks: Path, tmp_path: Path) -> None:
+    """Multi-channel maps take the same shards: the sdf store of a cluster run equals this process's."""
+    args = {"device": "cpu", "samples_per_shard": PER_SHARD, "kind": "sdf", "num_classes": 3}
+    compute(str(masks), tmp_path / "local.zarr", workers=1, **args)
+    compute_on_dask(client, str(masks), tmp_path / "dask.zarr", **args)
+    assert_same_store(tmp_path / "local.zarr", tmp_path / "dask.zarr")
+    assert open_store(tmp_path / "dask.zarr").shape(0) == (3, *SHAPE)
