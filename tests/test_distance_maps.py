@@ -220,3 +220,19 @@ def test_boundary_loss_is_the_mean_of_probability_times_signed_distance() -> Non
     with pytest.raises(wm.WeightmapsError, match="channels"):
         boundary_loss(probs, sdf, classes=[3])
     assert [boundary_weight(e) for e in (0, 1, 98, 200)] == [0.01, 0.02, 0.99, 0.99]
+
+
+def test_pixel_weights_make_sdf_maps_and_refuse_a_distance_store(data: Path, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from weightmaps.torch import PixelWeights
+
+    compute(data / "masks", tmp_path / "s.zarr", kind="sdf", num_classes=3, **CPU)
+    compute(data / "masks", tmp_path / "d.zarr", kind="distance", **CPU)
+    store = open_store(tmp_path / "s.zarr")
+    mask = masks_of(data)["sample_00001"]
+    maps = PixelWeights.from_store(tmp_path / "s.zarr")(torch.from_numpy(mask[None].astype(np.int64)))
+    np.testing.assert_array_equal(maps[0].numpy(), store["sample_00001"])
+    with pytest.raises(wm.WeightmapsError, match="holds no sigma"):
+        PixelWeights.from_store(tmp_path / "d.zarr")
+    code, stdout, _ = run("info", tmp_path / "d.zarr")
+    assert code == 0 and "kind: distance" in stdout and "sigma" not in stdout

@@ -654,11 +654,18 @@ class PixelWeights:
     @classmethod
     def from_params(cls, params: MapParams, *, dtype: torch.dtype | None = None, validate: bool = True
                     ) -> PixelWeights:
-        """The maps of ``params`` (e.g. a store's ``params``, of any kind), in ``dtype`` (default: theirs)."""
+        """The maps of ``params`` (e.g. a store's ``params``), in ``dtype`` (default: theirs).
+
+        Any kind but ``"distance"``: weights for ``"bressan"`` and ``"unet"``, ``(N, C, ...)``
+        signed distances for ``"sdf"`` (after an augmentation that changes distances).
+        """
         if dtype is None:
             dtype = torch.float16 if params.dtype == "float16" else torch.float32
         if not dtype.is_floating_point:
             raise WeightmapsError(f"dtype must be a floating point torch dtype, got {dtype}")
+        if params.kind == "distance":
+            raise WeightmapsError("a distance store holds no sigma: for weights at training time build "
+                                  "PixelWeights(sigma, class_weights) (the store's class_weights)")
         # The constructor builds the paper's parameters; these are checked already, of any kind.
         weights = cls.__new__(cls)
         weights.params = dataclasses.replace(params, dtype=_ENGINE_DTYPES.get(dtype, "float32"))

@@ -64,6 +64,8 @@ def _print(ws: WeightStore, info: dict[str, Any], written: int) -> None:
             continue
         if f.name in UNET_FIELDS and params.kind != "unet":  # another kind's fields: not this map's
             continue
+        if f.name == "sigma" and params.sigma is None:  # the distance kinds take none
+            continue
         click.echo(f"  {f.name}: {getattr(params, f.name)}")
     click.echo(f"  class weights: {_weights_origin(params.class_weights_origin)}")
     width = max(len("pixels"), *(len(str(c)) for c in ws.class_counts.values()))
