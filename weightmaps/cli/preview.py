@@ -123,7 +123,7 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
     shown = [(name, title, _middle_slice(data, ndim), cmap, label) for name, title, data, cmap, label in maps]
     background = _display_image(read_image(image), labels.shape, image) if image else None
 
-    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.colors import BoundaryNorm, ListedColormap, TwoSlopeNorm
     from matplotlib import colormaps
 
     present = np.unique(drawn)
@@ -161,7 +161,10 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
     edges = _edges(drawn)
     for name, _, data, cmap, label in shown:
         data = np.asarray(data, dtype=np.float32)
-        im = axes[name].imshow(np.where(np.isfinite(data), data, np.nan), cmap=cmap, interpolation="nearest")
+        # Signed maps: white at 0 (the boundary), blue inside, red outside.
+        signed = cmap == "RdBu_r" and np.nanmin(data) < 0 < np.nanmax(data)
+        im = axes[name].imshow(np.where(np.isfinite(data), data, np.nan), cmap=cmap, interpolation="nearest",
+                               norm=TwoSlopeNorm(vcenter=0.0) if signed else None)
         fig.colorbar(im, ax=axes[name], shrink=0.85, label=label)
         if edges.any():
             axes[name].imshow(np.where(edges, 1.0, np.nan), cmap="gray", vmin=0, vmax=1, alpha=0.6,
