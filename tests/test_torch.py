@@ -561,3 +561,24 @@ def test_pixel_weights_validate_false_still_checks_on_the_cpu():
     labels[0, 0, 0] = 7
     with pytest.raises(WeightmapsError, match=r"\[7\]"):
         PixelWeights(SIGMA, {0: 0.5, 1: 2.0, 2: 4.0}, validate=False)(labels)
+
+
+@pytest.mark.parametrize("volume", [False, True])
+def test_albumentations_moves_distance_and_every_sdf_channel_with_the_mask(volume):
+    A = pytest.importorskip("albumentations")
+    shape = (4, 20, 30) if volume else (20, 30)
+    labels = np.zeros(shape, np.int64)
+    labels[..., 4:12, 3:9] = 1
+    labels[..., 10:18, 15:27] = 2
+    rng = np.random.default_rng(0)
+    sample = {
+        "image": torch.from_numpy(rng.random((3, *shape), dtype=np.float32)),
+        "mask": torch.from_numpy(labels),
+        "distance": torch.from_numpy(weightmaps.distance_to_edges(labels, device="cpu")),
+        "sdf": torch.from_numpy(weightmaps.signed_distance(labels, num_classes=3, device="cpu")),
+        "id": "s",
+    }
+    out = albumentations_transform(A.Compose([A.HorizontalFlip(p=1.0)]))(dict(sample))
+    for key in ("mask", "distance", "sdf"):
+        assert torch.equal(out[key], sample[key].flip(-1)), key
+    assert out["sdf"].shape == (3, *shape) and out["sdf"].dtype == torch.float32
