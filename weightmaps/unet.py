@@ -8,10 +8,12 @@ instances. Ignored pixels weigh 0 and are neither background nor instance.
 
 Every implementation users find runs one full-image distance transform per instance: minutes per
 image at a few hundred instances. Here each instance's distance is computed only where it can
-matter: s ≥ tolerance · w0 needs d1 + d2 ≤ R = σ·sqrt(2·ln(1/tolerance)), so both d1 ≤ R and
-d2 ≤ R, and an instance's distance is needed only inside its bounding box grown by R. Where the
-exact d1 + d2 ≤ R both instances' windows cover the pixel and the result is exact; elsewhere the
-exact and the computed s are both below tolerance · w0. So |s − s_exact| ≤ tolerance · w0.
+matter: s ≥ tolerance · w0 needs d1 + d2 ≤ R = σ·sqrt(2·ln(1/tolerance)); s lives on background
+pixels, where d1 is at least the smallest spacing, so d2 ≤ R − min(spacing), and an instance's
+distance is needed only inside its bounding box grown by that much. Where the exact d1 + d2 ≤ R
+both instances' windows cover the pixel and the result is exact; elsewhere the windows can only
+leave instances out, so the computed s is below the exact one, itself below tolerance · w0. So
+|s − s_exact| ≤ tolerance · w0.
 """
 
 from __future__ import annotations
