@@ -79,11 +79,17 @@ class WeightMapDataset(torch.utils.data.Dataset):
         Compare each mask's digest with the digest the store recorded for its id, so weights
         computed from other masks (an older annotation, another label map) are refused. Costs one
         hash of the mask per read.
+    sigma, class_weights
+        For a ``--map distance`` store only: derive ``"weight"`` = φ·δ with this σ when loading
+        (:func:`weightmaps.weight_from_distance`); ``class_weights`` is a scheme over the store's
+        class counts, a mapping, or another store's path (default: the weights the run recorded).
 
     Returns (per item)
     ------------------
     ``{"image": float32 (C, H, W), "mask": int64 (H, W), "weight": float32 (H, W), "id": str}``;
-    volumes give ``(C, D, H, W)`` and ``(D, H, W)``. ``uint8`` images are scaled to [0, 1],
+    volumes give ``(C, D, H, W)`` and ``(D, H, W)``. A ``distance`` store gives ``"distance"``
+    (and ``"weight"`` with ``sigma``) instead of ``"weight"``; an ``sdf`` store ``"sdf"``, float32
+    ``(num_classes, H, W)``. ``uint8`` images are scaled to [0, 1],
     ``uint16`` to [0, 1] by 65535 (as ``torchvision``'s ``ToDtype(scale=True)``), ``bool`` to
     0/1; other dtypes are cast to float32 unchanged. A grayscale image gets a channel axis of 1;
     channels-last images (``H, W, C``) are moved to channels-first. The layout is read from the
