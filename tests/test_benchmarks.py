@@ -174,6 +174,17 @@ def test_plain_script_matches_weight_map(tmp_path: Path) -> None:
         np.testing.assert_allclose(np.load(path), expected, rtol=1e-5)
 
 
+def benchmark_module(name: str):
+    """A script of benchmarks/ imported as a module (they are scripts, not a package)."""
+    import importlib
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
 def test_unet_benchmark_quick_run(tmp_path: Path) -> None:
     """benchmarks/unet.py end to end at tiny sizes: every variant measured, the maps agree."""
     proc = subprocess.run([sys.executable, str(BENCHMARKS / "unet.py"), "--out", str(tmp_path), "--quick"],
@@ -190,11 +201,7 @@ def test_unet_benchmark_quick_run(tmp_path: Path) -> None:
 
 def test_unet_benchmark_loop_is_the_reference_map() -> None:
     """The benchmark's baseline computes the U-Net map (against tests/reference.py)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import unet as bench
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    bench = benchmark_module("unet")
     from tests.reference import reference_unet
     from weightmaps.sample_data import make_instance_masks
 
@@ -216,11 +223,7 @@ def test_sdf_loading_benchmark_quick_run(tmp_path: Path) -> None:
 
 
 def test_sdf_benchmark_baseline_is_one_hot2dist() -> None:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import sdf_loading as bench
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    bench = benchmark_module("sdf_loading")
     from tests.reference import one_hot2dist
 
     labels = make_masks(1, (40, 48), num_classes=4, seed=3)[0]

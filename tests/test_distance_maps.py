@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from PIL import Image
 
 import weightmaps as wm
 from tests.reference import one_hot2dist
-from weightmaps.cli import main
+from tests.test_cli import _restore_logging, run  # noqa: F401  (the CLI tests' autouse logging fixture)
 from weightmaps.pipeline import compute
 from weightmaps.readers import read_mask
 from weightmaps.sample_data import write_dataset
@@ -23,20 +20,6 @@ from weightmaps.store import open_store
 
 SIGMA = 3.0
 CPU = {"device": "cpu", "workers": 1}
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    logger = logging.getLogger("weightmaps")
-    level, handlers = logger.level, list(logger.handlers)
-    yield
-    logger.setLevel(level)
-    logger.handlers[:] = handlers
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")

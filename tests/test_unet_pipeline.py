@@ -3,40 +3,23 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
-from click.testing import CliRunner
 from PIL import Image
 
 import weightmaps as wm
 from tests.reference import reference_unet
+from tests.test_cli import _restore_logging, run  # noqa: F401  (the CLI tests' autouse logging fixture)
 from tests.test_unet import cells
-from weightmaps.cli import main
 from weightmaps.errors import ResumeMismatchError
 from weightmaps.pipeline import compute
 from weightmaps.store import open_store
 
 SIGMA, W0 = 4.0, 8.0
 ARGS = {"sigma": SIGMA, "device": "cpu", "workers": 1, "kind": "unet", "w0": W0}
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    logger = logging.getLogger("weightmaps")
-    level, handlers = logger.level, list(logger.handlers)
-    yield
-    logger.setLevel(level)
-    logger.handlers[:] = handlers
-
-
-def run(*args: str | Path) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -69,8 +69,8 @@ def signed_distance(
     data = backend.asarray(labels)
     spacing = check_spacing(spacing, sample_ndim(data, batch))
     samples = data if batch else data[None]
-    present = to_numpy(xp.unique(samples))
-    outside = [int(v) for v in present if v >= num_classes and v != ignore_index]
+    present = [[int(v) for v in to_numpy(xp.unique(sample))] for sample in samples]
+    outside = sorted({v for labels_here in present for v in labels_here if v >= num_classes and v != ignore_index})
     if outside:
         raise WeightmapsError(
             f"label(s) {outside} >= num_classes={num_classes}"
@@ -82,7 +82,7 @@ def signed_distance(
     pairs: list[tuple[int, int, Any]] = []
     masks: list[Any] = []
     for i in range(len(samples)):
-        for k in (int(v) for v in to_numpy(xp.unique(samples[i]))):
+        for k in present[i]:
             if k == ignore_index:
                 continue
             inside = samples[i] == k
