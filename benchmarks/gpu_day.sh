@@ -15,6 +15,8 @@
 # every size), bench.log. A phase that fails or times out is logged and the next one runs; the exit status
 # says whether every phase passed.
 #
+# GPU_DAY_SKIP=gpu-tests,transforms,unet leaves those phases out (a rerun that needs only the bench).
+#
 # --rehearse runs every phase on the CPU (--device cpu, tiny sizes, a temporary $OUT) in a fresh
 # virtual environment holding only packages the GPU machine has (minus CuPy and torch) and those
 # of the carried wheels, with the project on PYTHONPATH as there: a missing import, a wrong path
@@ -52,6 +54,10 @@ left() { echo $(( TOTAL - (SECONDS - started) )); }
 phase() {
   local name=$1 limit=$2 file=$3 rc t0=$SECONDS
   shift 3
+  if [[ ",${GPU_DAY_SKIP:-}," == *",$name,"* ]]; then
+    echo "== $name: skipped (GPU_DAY_SKIP)" | tee -a "$log"
+    return
+  fi
   (( limit > $(left) )) && limit=$(left)
   if (( limit < 5 )); then
     echo "== $name: skipped, $(left) s of the day left" | tee -a "$log"
@@ -99,7 +105,7 @@ if (( ! rehearse )); then
 fi
 phase versions 60 "$log" "$python" -c "$imports"
 phase gpu-tests 100 "$out/gpu-tests.log" "$python" -m pytest -q -m gpu tests -p no:cacheprovider
-[[ -n "${GPU_DAY_SKIP_TRANSFORMS:-}" ]] || phase transforms 45 "$log" "$python" benchmarks/gpu_transforms.py --out "$out/transforms.json" --device "$device" $sizes_flag
+phase transforms 45 "$log" "$python" benchmarks/gpu_transforms.py --out "$out/transforms.json" --device "$device" $sizes_flag
 # U-Net map (issue 13): the per-instance scipy loop on one mask against --map unet on the device.
 if (( rehearse )); then unet_flags=--quick; else unet_flags="--configs 1024:300 --masks 16 --loop-masks 1 --repeats 1"; fi
 # shellcheck disable=SC2086
