@@ -93,6 +93,10 @@ def measure(side: int, cells: int, work: Path, masks: int, loop_masks: int, repe
     files = sorted(folder.glob("*.tif"))
     unet = {"kind": "unet", "w0": W0, "tolerance": TOLERANCE}
     seconds: dict[str, list[float]] = {"loop": [], "unet": [], "unet_1_worker": [], "bressan": []}
+    # Untimed warm-up: the first run in this process pays imports, the CUDA context and kernel
+    # compiles (on the H100 it made the first timed U-Net run 2.8x slower than the second).
+    run_compute(folder, work / "warm-up.zarr", masks, device, **unet)
+    shutil.rmtree(work / "warm-up.zarr")
     for r in range(repeats):
         seconds["loop"].append(run_loop(files[:loop_masks], work / "loop"))
         seconds["unet"].append(run_compute(folder, work / "unet.zarr", masks, device, **unet))
