@@ -35,3 +35,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server (moto's stand-alone server) on 127.0.0.1, for the whole session."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    from tests.s3server import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+    """A fresh, empty bucket on the session's S3 server: its name."""
+    return s3_server.new_bucket()

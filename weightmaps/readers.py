@@ -4,20 +4,30 @@
 applied); :func:`read_image` reads an image as stored. Every problem raises
 :class:`~weightmaps.errors.WeightmapsError` whose message starts with the file it is about.
 
-This module knows nothing about where files come from: :mod:`weightmaps.sources` lists the inputs
+A file is a local path or an fsspec URL (``s3://``, ``gs://``, ``az://``, ``https://``, ...): a
+remote file is fetched whole with one ``cat_file`` (a NIfTI header for :func:`read_spacing`: its
+first bytes only) and decoded from memory, with the local file's checks and messages, the URL in
+place of the path. The filesystem is opened once per process (see :mod:`weightmaps.location`).
+
+This module knows nothing about how inputs are listed: :mod:`weightmaps.sources` lists the inputs
 and calls these readers, never the other way round.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
+import json
 import os
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from weightmaps.errors import WeightmapsError
+from weightmaps.location import Location, is_url, remote_errors
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -78,7 +88,7 @@ def file_suffix(path: str) -> str:
 
 def read_mask(
     path: str | os.PathLike[str], *, label_map: Mapping[int, int] | LabelMap | None = None,
-    float_labels: bool = False,
+    float_labels: bool = False, storage_options: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """Read one mask file as a validated integer label array.
 
@@ -97,12 +107,15 @@ def read_mask(
     Parameters
     ----------
     path
-        The mask file.
+        The mask file: a local path or an fsspec URL such as ``s3://bucket/masks/a.png``.
     label_map
         ``{source label: destination label}`` applied after reading; unmapped labels are kept.
     float_labels
         Accept a float mask (NIfTI from imaging tools often stores labels as floats) whose
         values are all whole numbers, as integers; any other value is refused, named.
+    storage_options
+        fsspec options of a URL's filesystem (e.g. ``{"anon": True}`` or ``{"endpoint_url":
+        ...}`` for s3fs); JSON values. Ignored for a local path.
 
     Returns
     -------
@@ -128,15 +141,15 @@ def read_mask(
     """
     path = os.fspath(path)
     lm = normalize_label_map(label_map)
-    arr = _load(path, mask=True)
+    arr = _load(path, mask=True, storage_options=storage_options)
     return validate_mask(arr, path, lm, float_labels=float_labels)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """Read an image file as a numpy array, any dtype, without label validation.
 
     PNG / JPEG / BMP come back (H, W) or (H, W, C) (palette images are expanded to RGB or RGBA);
-    TIFF, NPY and NIfTI arrays as stored.
+    TIFF, NPY and NIfTI arrays as stored. ``path`` and ``storage_options`` as in :func:`read_mask`.
 
     Examples
     --------
@@ -151,11 +164,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if file_suffix(path) not in IMAGE_SUFFIXES:
         suffixes = ", ".join(IMAGE_SUFFIXES)
         raise WeightmapsError(f"{path}: unsupported image format (expected one of {suffixes})")
-    return np.ascontiguousarray(_load(path, mask=False))
+    return np.ascontiguousarray(_load(path, mask=False, storage_options=storage_options))
 
 
-def read_spacing(path: str) -> tuple[float, ...] | None:
+def read_spacing(path: str, *, storage_options: Mapping[str, Any] | None = None) -> tuple[float, ...] | None:
     """Physical pixel spacing per array axis from a NIfTI header (its zooms); None for other files.
+
+    ``path`` and ``storage_options`` as in :func:`read_mask`; of a remote file only the header is
+    fetched (a range request), not the volume.
 
     Raises
     ------
@@ -170,6 +186,8 @@ def read_spacing(path: str) -> tuple[float, ...] | None:
     if file_suffix(path) not in _NIFTI_SUFFIXES:
         return None
     nib = _nibabel(path)
+    if is_url(path):
+        return _remote_spacing(nib, path, storage_options)
     try:
         img = nib.load(path)
         zooms = img.header.get_zooms()[: len(img.shape)]
@@ -181,16 +199,18 @@ def read_spacing(path: str) -> tuple[float, ...] | None:
     return tuple(float(str(np.float32(z))) for z in zooms)
 
 
-def _load(path: str, *, mask: bool) -> np.ndarray:
+def _load(path: str, *, mask: bool, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
+    if is_url(path):
+        return _load_remote(path, mask=mask, storage_options=storage_options)
     suffix = file_suffix(path)
     if not os.path.isfile(path):
         raise WeightmapsError(f"{path}: no such file")
     nib = _nibabel(path) if suffix in _NIFTI_SUFFIXES else None
     try:
         if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
-            return _read_pil(path, mask=mask)
+            return _read_pil(path, path, mask=mask)
         if suffix in (".tif", ".tiff"):
-            return _read_tiff(path, mask=mask)
+            return _read_tiff(path, path, mask=mask)
         if suffix == ".npy":
             return np.load(path, allow_pickle=False)
         if nib is not None:
@@ -204,10 +224,11 @@ def _load(path: str, *, mask: bool) -> np.ndarray:
     raise WeightmapsError(f"{path}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
 
 
-def _read_pil(path: str, *, mask: bool) -> np.ndarray:
+def _read_pil(source: str | io.BytesIO, path: str, *, mask: bool) -> np.ndarray:
+    """Decode ``source`` (the file ``path``, or its bytes); messages name ``path``."""
     from PIL import Image
 
-    with Image.open(path) as img:
+    with Image.open(source) as img:
         img.load()
         if mask:
             return _pil_labels(img, path)
@@ -231,10 +252,11 @@ def _pil_labels(img: Any, path: str) -> np.ndarray:
     return np.asarray(img).astype(dtype, copy=False)
 
 
-def _read_tiff(path: str, *, mask: bool) -> np.ndarray:
+def _read_tiff(source: str | io.BytesIO, path: str, *, mask: bool) -> np.ndarray:
+    """Decode ``source`` (the file ``path``, or its bytes); messages name ``path``."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with tifffile.TiffFile(source) as tif:
         if len(tif.series) == 1:
             series = tif.series[0]
             if mask and "S" in series.axes:
@@ -261,6 +283,138 @@ def _nibabel(path: str) -> Any:
             f"{path}: reading NIfTI needs nibabel: pip install 'weightmaps[nifti]'"
         ) from e
     return nibabel
+
+
+# --------------------------------------------------------------------------------------------------
+# Remote files (fsspec URLs)
+# --------------------------------------------------------------------------------------------------
+
+# Bytes fetched for a NIfTI header: a NIfTI-2 header is 540 bytes; of a .nii.gz, enough compressed
+# bytes to inflate that much (a header compresses poorly, so a few hundred bytes do).
+_NIFTI_HEADER_BYTES = 540
+_NIFTI_GZ_PREFIX = 16 * 1024
+
+
+def _remote_file(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """This process's fsspec filesystem for ``url``, and the path it names ``url`` by.
+
+    One filesystem per protocol, host (bucket) and storage options, opened on first use in each
+    process (:attr:`weightmaps.location.Location.fs`), so a forked worker never uses its parent's.
+
+    Raises
+    ------
+    WeightmapsError
+        Unknown protocol, its package not installed, or storage options that are not JSON values;
+        the message names ``url``.
+    """
+    scheme, _, rest = url.partition("://")
+    where = Location(f"{scheme}://{rest.split('/', 1)[0]}", _frozen_options(storage_options))
+    try:
+        fs = where.fs
+    except WeightmapsError as e:
+        message = str(e)
+        if message.startswith(f"{where.url}:"):
+            message = url + message[len(where.url):]
+        raise WeightmapsError(message) from e.__cause__
+    return fs, fs._strip_protocol(url)
+
+
+def _frozen_options(storage_options: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """Storage options as sorted ``(key, JSON value)`` pairs (hashable, as a Location holds them)."""
+    if not storage_options:
+        return ()
+    try:
+        return tuple(sorted((str(k), json.dumps(v, sort_keys=True)) for k, v in storage_options.items()))
+    except (TypeError, ValueError) as exc:
+        raise WeightmapsError(f"storage options must be JSON values: {exc}") from None
+
+
+def _names_container(exc: BaseException) -> bool:
+    """True when a FileNotFoundError says the bucket (container) is missing, not just the file."""
+    text = str(exc).lower()
+    return "bucket" in text or "container" in text
+
+
+def _fetch(url: str, storage_options: Mapping[str, Any] | None = None, *, start: int | None = None,
+          end: int | None = None) -> bytes:
+    """The bytes of remote file ``url`` (``[start, end)`` only, when given).
+
+    Raises
+    ------
+    WeightmapsError
+        ``f"{url}: no such file"``; a missing bucket, refused access, an unreachable endpoint:
+        the URL and the cause (:func:`weightmaps.location.remote_errors`).
+    """
+    fs, key = _remote_file(url, storage_options)
+    with remote_errors(url):
+        try:
+            data = fs.cat_file(key, start=start, end=end)
+        except (FileNotFoundError, IsADirectoryError) as e:
+            if isinstance(e, FileNotFoundError) and _names_container(e):
+                raise
+            raise WeightmapsError(f"{url}: no such file") from e
+    return bytes(data)
+
+
+def _load_remote(url: str, *, mask: bool, storage_options: Mapping[str, Any] | None) -> np.ndarray:
+    """:func:`_load` of a URL: the same checks in the same order, the file fetched once."""
+    suffix = file_suffix(url)
+    if suffix not in IMAGE_SUFFIXES:
+        # Nothing to decode: say what a local file would say without downloading it.
+        fs, key = _remote_file(url, storage_options)
+        with remote_errors(url):
+            if not fs.isfile(key):
+                raise WeightmapsError(f"{url}: no such file")
+        raise WeightmapsError(f"{url}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
+    data = _fetch(url, storage_options)
+    nib = _nibabel(url) if suffix in _NIFTI_SUFFIXES else None
+    buffer = io.BytesIO(data)
+    try:
+        if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
+            return _read_pil(buffer, url, mask=mask)
+        if suffix in (".tif", ".tiff"):
+            return _read_tiff(buffer, url, mask=mask)
+        if suffix == ".npy":
+            return np.load(buffer, allow_pickle=False)
+        if nib is not None:
+            if suffix == ".nii.gz":
+                data = gzip.decompress(data)
+            return np.asanyarray(_nifti_class(nib, data).from_bytes(data).dataobj)
+    except WeightmapsError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:  # each library has its own exceptions for corrupt files
+        # A library that names its file names the buffer: name the URL, as it names a path.
+        raise WeightmapsError(f"{url}: cannot read: {str(e).replace(repr(buffer), repr(url))}") from e
+    raise WeightmapsError(f"{url}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
+
+
+def _nifti_class(nib: Any, header: bytes) -> Any:
+    """NIfTI-1 or NIfTI-2, from the header size the file starts with (either byte order)."""
+    for size in (int.from_bytes(header[:4], "little"), int.from_bytes(header[:4], "big")):
+        if size == nib.Nifti2Header.template_dtype.itemsize:
+            return nib.Nifti2Image
+        if size == nib.Nifti1Header.template_dtype.itemsize:
+            return nib.Nifti1Image
+    return nib.Nifti1Image  # not NIfTI: nibabel says what is wrong
+
+
+def _remote_spacing(nib: Any, url: str, storage_options: Mapping[str, Any] | None) -> tuple[float, ...]:
+    """:func:`read_spacing` of a URL, from the header bytes only (one range request)."""
+    gz = file_suffix(url) == ".nii.gz"
+    raw = _fetch(url, storage_options, start=0, end=_NIFTI_GZ_PREFIX if gz else _NIFTI_HEADER_BYTES)
+    try:
+        head = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(raw, _NIFTI_HEADER_BYTES) if gz else raw
+        header_class = _nifti_class(nib, head).header_class
+        header = header_class.from_fileobj(io.BytesIO(head[: header_class.template_dtype.itemsize]))
+        zooms = header.get_zooms()[: len(header.get_data_shape())]
+    except MemoryError:
+        raise
+    except Exception as e:
+        raise WeightmapsError(f"{url}: cannot read the NIfTI header: {e}") from e
+    return tuple(float(str(np.float32(z))) for z in zooms)
+
 
 
 # --------------------------------------------------------------------------------------------------

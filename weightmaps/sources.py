@@ -11,6 +11,13 @@ with the file (or ``store[i] (id ...)``) it is about.
 
 Sample ids are the file's path relative to the input root, without its extension, "/"-separated
 (``.nii.gz`` counts as one extension); zarr samples are numbered ``"000000"``, ``"000001"``, ...
+
+Inputs may also be fsspec URLs (``s3://``, ``gs://``, ``az://``, ``https://`` read-only): a prefix
+("directory"), a glob, a list file (local or remote, whose lines may be URLs), a zarr array, a
+list of URLs. A remote sample's path is its URL and its id is what the same file would get on
+local disk, so a dataset copied to a bucket keeps its ids. A source holds URL strings and
+storage options only (never a filesystem: fsspec's async filesystems are not fork-safe); each
+process opens its own on first use (:mod:`weightmaps.location`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import logging
 import hashlib
 import json
 import os
+import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,10 +39,15 @@ import numpy as np
 import zarr
 
 from weightmaps.errors import BadInputError, BadSample, WeightmapsError
+from weightmaps.location import Location, is_url, remote_errors
 from weightmaps.readers import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
     LabelMap,
+    _fetch,
+    _frozen_options,
+    _names_container,
+    _remote_file,
     file_suffix,
     normalize_label_map,
     read_image,
@@ -59,6 +72,14 @@ LIST_SUFFIXES = (".txt", ".lst")
 """Suffixes of text files that list mask (or image) paths, one per line."""
 
 _GLOB_MAGIC = frozenset("*?[")
+# In an http(s) URL "?" starts the query: only "*" makes one a glob.
+_HTTP_GLOB_MAGIC = frozenset("*")
+# Version fields of an fsspec info dict, best first: an ETag (S3, GCS, Azure, HTTP) or checksum,
+# else a modification time.
+_VERSION_FIELDS = (
+    "ETag", "etag", "Content-MD5", "Digest",
+    "LastModified", "Last-Modified", "last_modified", "mtime", "updated", "modified", "created",
+)
 
 
 @dataclass(frozen=True)
@@ -95,7 +116,7 @@ class SampleRef:
         Path relative to the input root without its extension, "/"-separated; for a zarr array
         the zero-padded position (``"000042"``).
     path : str or None
-        Absolute file path, or None for a zarr-array sample.
+        Absolute file path or URL (``s3://bucket/masks/a.png``), or None for a zarr-array sample.
     index : int or None
         Position in a zarr-array source, or None for a file.
     """
@@ -121,6 +142,8 @@ class SampleSource(ABC):
     problems : tuple of BadSample
         Inputs left out by discovery (a dangling link, a list file's missing line, two files of
         one sample id): bad inputs, reported by the scan with its own.
+    storage_options : dict
+        fsspec options of the remote inputs' filesystem (empty for local inputs).
     """
 
     def __init__(
@@ -130,16 +153,25 @@ class SampleSource(ABC):
         description: str,
         zarr_array: zarr.Array | str | None = None,
         problems: Sequence[BadSample] = (),
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.samples: list[SampleRef] = list(samples)
         self.description = description
         # Inputs discovery left out, each a bad input for the scan to report (or skip_bad to skip).
         self.problems: tuple[BadSample, ...] = tuple(problems)
-        # A path (opened lazily, per process) or a zarr.Array handed to open_source.
+        # A path or URL (opened lazily, per process) or a zarr.Array handed to open_source.
         self._zarr_ref: zarr.Array | str | None = zarr_array
         self._zarr_cache: zarr.Array | None = (
             zarr_array if isinstance(zarr_array, zarr.Array) else None
         )
+        # The process that opened _zarr_cache from a URL: a forked child reopens it (its parent's
+        # store runs on the parent's event loop, which the child does not have).
+        self._zarr_pid: int | None = None
+        _frozen_options(storage_options)  # JSON values only, checked here with a clear message
+        self._storage_options: dict[str, Any] | None = dict(storage_options) if storage_options else None
+        # Folder URLs whose recursive listing covers every remote sample (a directory's or a
+        # glob's root), listed again by fingerprint(); other remote samples: their folders.
+        self._remote_roots: tuple[str, ...] = ()
 
     # -- pickling: paths and options only ---------------------------------------------------------
 
@@ -162,6 +194,11 @@ class SampleSource(ABC):
         """Sample ids, in source order."""
         return [s.id for s in self.samples]
 
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """The fsspec storage options remote samples are read with (empty: none)."""
+        return dict(self._storage_options or {})
+
     def describe(self, i: int) -> str:
         """Name sample ``i`` for messages: its file path, or ``store[i] (id ...)``."""
         ref = self.samples[i]
@@ -178,19 +215,29 @@ class SampleSource(ABC):
     def spacing(self, i: int) -> tuple[float, ...] | None:
         """Physical pixel spacing of sample ``i`` per array axis (NIfTI zooms), else None."""
         path = self.samples[i].path
-        return None if path is None else read_spacing(path)
+        return None if path is None else read_spacing(path, storage_options=self._storage_options)
 
     def fingerprint(self) -> str:
         """A cheap change detector for the inputs (sha256 hex), not a content hash.
 
-        Files: ids, sizes and modification times (ns). Zarr: path, shape, dtype and the array's
-        metadata JSON. Rewriting a file changes the fingerprint; touching it does too; editing a
-        zarr chunk in place does not.
+        Files: ids, sizes and modification times (ns). Remote files: ids, sizes and ETags (or
+        modification times where the filesystem has no ETag), from one listing of the input's
+        root (or of each listed file's folder), not a request per file. Zarr: path, shape, dtype
+        and the array's metadata JSON. Rewriting a file changes the fingerprint; touching it does
+        too (a local one); editing a zarr chunk in place does not.
         """
         h = hashlib.sha256()
         if self._zarr_ref is None:
+            remote = [ref.path for ref in self.samples if ref.path is not None and is_url(ref.path)]
+            infos = _remote_infos(remote, self._remote_roots, self._storage_options) if remote else {}
             for ref in self.samples:
                 assert ref.path is not None
+                if is_url(ref.path):
+                    info = infos.get(ref.path)
+                    if info is None:
+                        raise WeightmapsError(f"{ref.path}: cannot stat: no such file")
+                    h.update(f"{ref.id}\0{info.get('size')}\0{_version(info)}\n".encode())
+                    continue
                 try:
                     st = os.stat(ref.path)
                 except OSError as e:
@@ -222,9 +269,10 @@ class SampleSource(ABC):
         return str(self._zarr_ref)
 
     def _zarr(self) -> zarr.Array:
-        if self._zarr_cache is None:
+        if self._zarr_cache is None or (self._zarr_pid is not None and self._zarr_pid != os.getpid()):
             assert isinstance(self._zarr_ref, str)
-            self._zarr_cache = _open_zarr_array(self._zarr_ref)
+            self._zarr_cache = _open_zarr_array(self._zarr_ref, self._storage_options)
+            self._zarr_pid = os.getpid() if is_url(self._zarr_ref) else None
         return self._zarr_cache
 
 
@@ -254,8 +302,12 @@ class MaskSource(SampleSource):
         float_labels: bool = False,
         zarr_array: zarr.Array | str | None = None,
         problems: Sequence[BadSample] = (),
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(samples, description=description, zarr_array=zarr_array, problems=problems)
+        super().__init__(
+            samples, description=description, zarr_array=zarr_array, problems=problems,
+            storage_options=storage_options,
+        )
         self._label_map: LabelMap | None = normalize_label_map(label_map)
         self.float_labels = bool(float_labels)
 
@@ -281,7 +333,10 @@ class MaskSource(SampleSource):
         """
         ref = self.samples[i]
         if ref.path is not None:
-            return read_mask(ref.path, label_map=self._label_map, float_labels=self.float_labels)
+            return read_mask(
+                ref.path, label_map=self._label_map, float_labels=self.float_labels,
+                storage_options=self._storage_options,
+            )
         return validate_mask(self._read_zarr_sample(i), self.describe(i), self._label_map, float_labels=self.float_labels)
 
 
@@ -316,7 +371,7 @@ class ImageSource(SampleSource):
         """
         ref = self.samples[i]
         if ref.path is not None:
-            return read_image(ref.path)
+            return read_image(ref.path, storage_options=self._storage_options)
         return np.ascontiguousarray(self._read_zarr_sample(i))
 
 
@@ -331,6 +386,7 @@ def open_source(
     label_map: Mapping[int, int] | None = None,
     float_labels: bool = False,
     on_problems: Literal["raise", "collect"] = "raise",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> MaskSource:
     """Collect the masks named by ``inputs``.
 
@@ -353,7 +409,14 @@ def open_source(
         - a zarr array on disk (v3 or v2) or a ``zarr.Array``, shaped (N, H, W) or (N, D, H, W);
           ids are ``"000000"``, ``"000001"``, ... (at least 6 digits);
         - a single mask file (root: its folder);
-        - a list of paths (root: their common parent).
+        - a list of paths (root: their common parent);
+        - any of these as an fsspec URL (``s3://``, ``gs://``, ``az://``, ``https://``; a list
+          file's lines and a list's items may be URLs too): ``s3://bucket/masks`` (or with a
+          trailing slash) is every mask file under that prefix, recursively; a glob such as
+          ``s3://bucket/data/**/*.png``; a remote zarr array. Sample ids are those of the same
+          files on local disk (an empty or missing prefix has no masks, as an empty directory).
+          A list file's relative lines resolve against its folder (a line starting with "/"
+          against the bucket's root, as in a URL). Sample paths are the URLs.
     label_map
         ``{source label: destination label}`` applied on every read, e.g. ``{255: 1}`` for 0/255
         binary PNGs. Unmapped labels are kept. Destination labels must be non-negative.
@@ -365,6 +428,10 @@ def open_source(
         sharing a sample id) raise one :class:`~weightmaps.errors.BadInputError` listing all of
         them, or are kept in ``source.problems`` for the scan to report with its own bad inputs
         (and ``skip_bad`` to skip).
+    storage_options
+        fsspec options of the URLs' filesystem (JSON values), e.g. ``{"anon": True}`` or
+        ``{"endpoint_url": ..., "key": ..., "secret": ...}`` for s3fs; by default credentials
+        come from the environment and config files. Ignored for local inputs.
 
     Returns
     -------
@@ -374,7 +441,9 @@ def open_source(
     Raises
     ------
     WeightmapsError
-        The input does not exist or holds no masks; BadInputError for left-out inputs (above).
+        The input does not exist or holds no masks; a bucket that does not exist, refused
+        access or an unknown protocol (the message names the URL and the cause); BadInputError
+        for left-out inputs (above).
 
     Examples
     --------
@@ -390,19 +459,25 @@ def open_source(
     normalize_label_map(label_map)  # validate early, with a clear message
     # With float_labels a zarr array of floats is accepted too; each sample is checked on read.
     kind = dataclasses.replace(_MASKS, integer=False) if float_labels else _MASKS
-    found = _checked(_discover(inputs, kind), on_problems)
-    return MaskSource(
+    options = storage_options or None
+    found = _checked(_discover(inputs, kind, options), on_problems)
+    source = MaskSource(
         found.samples,
         description=found.description,
         label_map=label_map,
         float_labels=float_labels,
         zarr_array=found.zarr_array,
         problems=found.problems,
+        storage_options=options,
     )
+    source._remote_roots = found.remote_roots
+    return source
 
 
 def open_image_source(
     inputs: str | os.PathLike[str] | zarr.Array | Sequence[str | os.PathLike[str]],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ImageSource:
     """Collect the images named by ``inputs``, with the sample ids :func:`open_source` gives masks.
 
@@ -413,6 +488,9 @@ def open_image_source(
         ``images/a/001.jpg`` has the id of ``masks/a/001.png``. Files are those with a suffix in
         :data:`~weightmaps.readers.IMAGE_SUFFIXES` (JPEG and BMP too); a zarr array may hold any
         dtype and have a channel axis: (N, H, W), (N, H, W, C), (N, C, H, W), (N, D, H, W) or 5-D.
+        URLs as in :func:`open_source`.
+    storage_options
+        fsspec options of the URLs' filesystem, as in :func:`open_source`.
 
     Returns
     -------
@@ -432,8 +510,13 @@ def open_image_source(
     >>> open_image_source(root / "images").ids == open_source(root / "masks").ids
     True
     """
-    found = _checked(_discover(inputs, _IMAGES), "raise")
-    return ImageSource(found.samples, description=found.description, zarr_array=found.zarr_array)
+    options = storage_options or None
+    found = _checked(_discover(inputs, _IMAGES, options), "raise")
+    source = ImageSource(
+        found.samples, description=found.description, zarr_array=found.zarr_array, storage_options=options
+    )
+    source._remote_roots = found.remote_roots
+    return source
 
 
 def _checked(found: _Found, on_problems: str) -> _Found:
@@ -450,20 +533,25 @@ class _Found(NamedTuple):
     description: str
     zarr_array: zarr.Array | str | None = None
     problems: tuple[BadSample, ...] = ()
+    remote_roots: tuple[str, ...] = ()  # see SampleSource._remote_roots
 
 
 def _discover(
-    inputs: str | os.PathLike[str] | zarr.Array | Sequence[str | os.PathLike[str]], kind: _Kind
+    inputs: str | os.PathLike[str] | zarr.Array | Sequence[str | os.PathLike[str]], kind: _Kind,
+    options: Mapping[str, Any] | None = None,
 ) -> _Found:
     if isinstance(inputs, zarr.Array):
         return _zarr_source(inputs, kind)
     if isinstance(inputs, (str, os.PathLike)):
-        return _path_source(os.fspath(inputs), kind)
+        spec = os.fspath(inputs)
+        if is_url(spec):
+            return _remote_path_source(spec, kind, options)
+        return _path_source(spec[len("file://"):] if spec.startswith("file://") else spec, kind, options)
     if isinstance(inputs, Iterable):
-        paths = [os.fspath(p) for p in inputs]
+        paths = [_normalize_url(p) if is_url(p) else p for p in (os.fspath(p) for p in inputs)]
         if not paths:
             raise WeightmapsError(f"no {kind.noun} files: the input list is empty")
-        good, problems = _checked_files(paths, kind)
+        good, problems = _checked_files(paths, kind, options)
         return _file_source(good, _common_parent(paths), f"list of {len(paths)} paths", problems)
     raise WeightmapsError(
         f"inputs: expected a directory, glob, list file, zarr array or list of paths; "
@@ -471,7 +559,7 @@ def _discover(
     )
 
 
-def _path_source(spec: str, kind: _Kind) -> _Found:
+def _path_source(spec: str, kind: _Kind, options: Mapping[str, Any] | None = None) -> _Found:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         node = _zarr_node_kind(path)
@@ -489,7 +577,7 @@ def _path_source(spec: str, kind: _Kind) -> _Found:
         return _file_source(good, path, spec, problems)
     if os.path.isfile(path):
         if file_suffix(path) in LIST_SUFFIXES:
-            files, problems = _read_list_file(path, kind)
+            files, problems = _read_list_file(path, kind, options)
             return _file_source(files, _common_parent(files or [path]), spec, problems)
         _check_file(path, kind)
         return _file_source([path], os.path.dirname(os.path.abspath(path)), spec)
@@ -504,14 +592,21 @@ def _path_source(spec: str, kind: _Kind) -> _Found:
     raise WeightmapsError(f"{spec}: no such file or directory")
 
 
-def _file_source(files: Sequence[str], root: str, description: str, problems: Sequence[BadSample] = ()) -> _Found:
+def _file_source(
+    files: Sequence[str], root: str, description: str, problems: Sequence[BadSample] = (),
+    remote_roots: tuple[str, ...] = (),
+) -> _Found:
     """The samples of ``files`` (ids relative to ``root``); files sharing an id are all left out,
-    as bad inputs that name each other (which one is meant cannot be guessed)."""
-    root = os.path.abspath(root)
+    as bad inputs that name each other (which one is meant cannot be guessed). URLs (and a URL
+    root) are kept as they are, ids relative to the root as on disk."""
+    root = root if is_url(root) else os.path.abspath(root)
     by_id: dict[str, list[str]] = {}
     for f in files:
-        full = os.path.abspath(f)
-        rel = Path(os.path.relpath(full, root)).as_posix()
+        if is_url(f):
+            full, rel = f, _url_relative(f, root)
+        else:
+            full = os.path.abspath(f)
+            rel = Path(os.path.relpath(full, root)).as_posix()
         by_id.setdefault(_strip_suffix(rel), []).append(full)
     refs, left_out = [], list(problems)
     for sample_id, paths in sorted(by_id.items()):
@@ -524,17 +619,27 @@ def _file_source(files: Sequence[str], root: str, description: str, problems: Se
             reason = (f"listed {times} (sample id {sample_id!r})" if not others
                       else f"duplicate sample id {sample_id!r}: also {', '.join(others)}")
             left_out.append(BadSample(sample_id, path, reason))
-    return _Found(refs, description, problems=tuple(left_out))
+    return _Found(refs, description, problems=tuple(left_out), remote_roots=remote_roots)
 
 
-def _checked_files(files: Sequence[str], kind: _Kind) -> tuple[list[str], list[BadSample]]:
+def _checked_files(
+    files: Sequence[str], kind: _Kind, options: Mapping[str, Any] | None = None
+) -> tuple[list[str], list[BadSample]]:
     """The files that exist and have a suffix of ``kind``, and a bad input for each other one."""
+    urls = [f for f in files if is_url(f)]
+    infos = _remote_infos(urls, (), options) if urls else {}
     good, problems = [], []
     for f in files:
         try:
-            _check_file(f, kind)
+            if is_url(f):
+                _check_url(f, kind, infos.get(f))
+            else:
+                _check_file(f, kind)
         except WeightmapsError as exc:
-            problems.append(BadSample(_strip_suffix(os.path.basename(f)), os.path.abspath(f), _reason(exc, f)))
+            if is_url(f):
+                problems.append(BadSample(_strip_suffix(posixpath.basename(f)), f, _reason(exc, f)))
+            else:
+                problems.append(BadSample(_strip_suffix(os.path.basename(f)), os.path.abspath(f), _reason(exc, f)))
         else:
             good.append(f)
     return good, problems
@@ -545,8 +650,8 @@ def _reason(exc: WeightmapsError, path: str) -> str:
     return message[len(path) + 2:] if message.startswith(f"{path}: ") else message
 
 
-def _zarr_source(array: zarr.Array | str, kind: _Kind) -> _Found:
-    arr = array if isinstance(array, zarr.Array) else _open_zarr_array(array)
+def _zarr_source(array: zarr.Array | str, kind: _Kind, options: Mapping[str, Any] | None = None) -> _Found:
+    arr = array if isinstance(array, zarr.Array) else _open_zarr_array(array, options)
     name = str(arr.store_path) if isinstance(array, zarr.Array) else array
     dtype = np.dtype(arr.dtype)
     if arr.ndim not in kind.zarr_ndims:
@@ -581,8 +686,12 @@ def _zarr_node_kind(path: str) -> str | None:
     return None
 
 
-def _open_zarr_array(path: str) -> zarr.Array:
+def _open_zarr_array(path: str, options: Mapping[str, Any] | None = None) -> zarr.Array:
     try:
+        if is_url(path):
+            # A FsspecStore made in this process (Location caches one per process).
+            store = Location(path.rstrip("/"), _frozen_options(options)).zarr_store(read_only=True)
+            return zarr.open_array(store, mode="r")
         return zarr.open_array(os.path.expanduser(path), mode="r")
     except MemoryError:
         raise
@@ -633,22 +742,44 @@ def _say_cut(paths: Sequence[str]) -> None:
         log.warning("%d path(s) reach a directory already read through a link (loops cut): %s", len(paths), shown)
 
 
-def _read_list_file(list_path: str, kind: _Kind) -> tuple[list[str], list[BadSample]]:
-    """The files a list file names, and a bad input for each line naming none (all of them)."""
-    base = os.path.dirname(os.path.abspath(list_path))
+def _read_list_file(
+    list_path: str, kind: _Kind, options: Mapping[str, Any] | None = None
+) -> tuple[list[str], list[BadSample]]:
+    """The files a list file names, and a bad input for each line naming none (all of them).
+
+    A local or remote (URL) list file; its lines may be URLs, checked together (one listing of
+    each folder they name) after the local ones."""
+    remote_list = is_url(list_path)
+    base = _url_parent(list_path) if remote_list else os.path.dirname(os.path.abspath(list_path))
     try:
-        with open(list_path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        if remote_list:
+            lines = _fetch(list_path, options).decode("utf-8").splitlines()
+        else:
+            with open(list_path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise WeightmapsError(f"{list_path}: cannot read the list file: {e}") from e
-    files, problems = [], []
+    named: list[tuple[int, str]] = []
     for lineno, line in enumerate(lines, start=1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
-        p = os.path.join(base, os.path.expanduser(entry))
+        if is_url(entry):
+            p = _normalize_url(entry)
+        elif remote_list:
+            p = _url_join(base, entry)
+        else:
+            p = os.path.join(base, os.path.expanduser(entry))
+        named.append((lineno, p))
+    urls = [p for _, p in named if is_url(p)]
+    infos = _remote_infos(urls, (), options) if urls else {}
+    files, problems = [], []
+    for lineno, p in named:
         try:
-            _check_file(p, kind)
+            if is_url(p):
+                _check_url(p, kind, infos.get(p))
+            else:
+                _check_file(p, kind)
         except WeightmapsError as e:
             problems.append(BadSample(f"{list_path}:{lineno}", None, str(e)))  # "<list>:<line>: <file>: why"
             continue
@@ -672,7 +803,24 @@ def _check_file(path: str, kind: _Kind) -> None:
 
 
 def _common_parent(paths: Sequence[str]) -> str:
-    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    urls = [p for p in paths if is_url(p)]
+    if not urls:
+        return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    if len(urls) < len(paths):
+        raise WeightmapsError(
+            f"{urls[0]} and {next(p for p in paths if not is_url(p))}: the inputs mix URLs and local "
+            "paths; sample ids are relative to one root, so give them in one place"
+        )
+    schemes = {u.partition("://")[0] for u in urls}
+    if len(schemes) > 1:
+        raise WeightmapsError(f"the inputs mix protocols ({', '.join(sorted(schemes))}); give them in one place")
+    scheme = schemes.pop()
+    hosts = {u.partition("://")[2].split("/", 1)[0] for u in urls}
+    if len(hosts) > 1:
+        return f"{scheme}://"  # several buckets: ids start with the bucket
+    folders = ["/" + _url_parent(u).partition("://")[2].partition("/")[2] for u in urls]
+    common = posixpath.commonpath(folders).rstrip("/")
+    return f"{scheme}://{hosts.pop()}{common}"
 
 
 def _glob_root(pattern: str) -> str:
@@ -688,3 +836,232 @@ def _glob_root(pattern: str) -> str:
 def _strip_suffix(rel: str) -> str:
     n = len(file_suffix(rel))
     return rel[:-n] if n else rel
+
+
+# --------------------------------------------------------------------------------------------------
+# Remote inputs (fsspec URLs)
+# --------------------------------------------------------------------------------------------------
+
+
+def _remote_path_source(spec: str, kind: _Kind, options: Mapping[str, Any] | None) -> _Found:
+    """:func:`_path_source` of a URL: a glob, a file (list file or one mask), a zarr array, or a
+    prefix listed recursively; the same ids and messages as the same input on disk."""
+    magic = _HTTP_GLOB_MAGIC if spec.lower().startswith(("http://", "https://")) else _GLOB_MAGIC
+    if magic & set(spec.partition("://")[2]):
+        return _remote_glob_source(spec, kind, options)
+    url = _normalize_url(spec)
+    fs, key = _remote_file(url, options)
+    if file_suffix(url) in (*LIST_SUFFIXES, *IMAGE_SUFFIXES):
+        # Named like a file: one HEAD says what it is (a folder so named is listed below).
+        with remote_errors(url):
+            fs.invalidate_cache(key)
+            try:
+                info = fs.info(key)
+            except FileNotFoundError as e:
+                if _names_container(e):
+                    raise
+                raise WeightmapsError(f"{spec}: no such file or directory") from e
+        if info.get("type") != "directory":
+            return _remote_file_source(spec, url, kind, options)
+    node = _remote_zarr_node_kind(fs, key, url)
+    if node == "array":
+        return _zarr_source(url, kind, options)
+    if node == "group":
+        store = Location(url, _frozen_options(options)).zarr_store(read_only=True)
+        arrays = sorted(name for name, _ in zarr.open_group(store, mode="r").arrays())
+        hint = ", ".join(f"{url}/{a}" for a in arrays) or "none"
+        raise WeightmapsError(f"{spec}: is a zarr group, not an array; its arrays: {hint}")
+    with remote_errors(url):
+        fs.invalidate_cache(key)
+        found = fs.find(key, detail=True)
+    if set(found) == {key}:  # the URL names a file
+        return _remote_file_source(spec, url, kind, options)
+    files = []
+    for name, info in sorted(found.items()):
+        rel = _under(name, key)
+        if rel is None or info.get("type", "file") != "file" or file_suffix(rel) not in kind.suffixes:
+            continue
+        if not any(part.startswith(".") for part in rel.split("/")):  # hidden, as on disk
+            files.append(f"{url}/{rel}")
+    if not files:
+        raise WeightmapsError(f"{spec}: no {kind.noun} files found (suffixes {', '.join(kind.suffixes)})")
+    return _file_source(files, url, spec, remote_roots=(url,))
+
+
+def _remote_file_source(spec: str, url: str, kind: _Kind, options: Mapping[str, Any] | None) -> _Found:
+    """A URL naming one file: a list file, or a single mask (root: its folder)."""
+    if file_suffix(url) in LIST_SUFFIXES:
+        files, problems = _read_list_file(url, kind, options)
+        return _file_source(files, _common_parent(files) if files else _url_parent(url), spec, problems)
+    _check_url(url, kind, {"type": "file"})
+    return _file_source([url], _url_parent(url), spec)
+
+
+def _remote_glob_source(spec: str, kind: _Kind, options: Mapping[str, Any] | None) -> _Found:
+    """A glob URL: its matches, ids relative to its non-magic prefix, hidden names skipped unless
+    the pattern names them (as glob.glob does on disk)."""
+    scheme, _, rest = spec.partition("://")
+    parts = rest.split("/")
+    prefix = []
+    for part in parts:
+        if _GLOB_MAGIC & set(part):
+            break
+        prefix.append(part)
+    root = _normalize_url(f"{scheme}://{'/'.join(prefix)}")
+    pattern_parts = parts[len(prefix):]
+    fs, pattern = _remote_file(spec, options)
+    _, root_key = _remote_file(root, options)
+    with remote_errors(spec):
+        fs.invalidate_cache(root_key)
+        found = fs.glob(pattern, detail=True)
+    hidden_ok = any(p.startswith(".") for p in pattern_parts)
+    files = []
+    for name, info in sorted(found.items()):
+        rel = _under(name, root_key)
+        if rel is None or info.get("type", "file") != "file" or file_suffix(rel) not in kind.suffixes:
+            continue
+        if hidden_ok or not any(part.startswith(".") for part in rel.split("/")):
+            files.append(f"{root}/{rel}")
+    if not files:
+        # A glob skips the folders it cannot list: say so when the bucket is missing.
+        with remote_errors(spec):
+            try:
+                fs.ls(root_key)
+            except FileNotFoundError as e:
+                if _names_container(e):
+                    raise
+        raise WeightmapsError(f"{spec}: the glob matched no {kind.noun} files")
+    return _file_source(files, root, spec, remote_roots=(root,))
+
+
+def _remote_zarr_node_kind(fs: Any, key: str, url: str) -> str | None:
+    """"array", "group" or None for a remote folder, from its zarr v3 / v2 metadata file (one
+    round of concurrent GETs); a missing bucket, refused access, ... raise, naming ``url``."""
+    names = {n: f"{key}/{n}" for n in ("zarr.json", ".zarray", ".zgroup")}
+    with remote_errors(url):
+        fetched = fs.cat(list(names.values()), on_error="return")
+        found = {}
+        for path, data in fetched.items():
+            if not isinstance(data, BaseException):
+                found[path] = data
+            elif not isinstance(data, FileNotFoundError) or _names_container(data):
+                raise data
+    if names["zarr.json"] in found:
+        try:
+            return str(json.loads(found[names["zarr.json"]]).get("node_type"))
+        except (ValueError, AttributeError) as e:
+            raise WeightmapsError(f"{url}/zarr.json: unreadable zarr metadata: {e}") from e
+    if names[".zarray"] in found:
+        return "array"
+    if names[".zgroup"] in found:
+        return "group"
+    return None
+
+
+def _remote_infos(
+    urls: Sequence[str], roots: Sequence[str], options: Mapping[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """fsspec info (size, ETag, ...) of each of ``urls`` that is a file, by URL.
+
+    Listings, not a request per file: one recursive listing per root in ``roots`` (the input's
+    root), then one listing per folder of the URLs no root covers (over http(s), which cannot list,
+    one HEAD per file). A URL missing from the result is no file.
+    """
+    infos: dict[str, dict[str, Any]] = {}
+    wanted = set(urls)
+    for root in roots:
+        fs, key = _remote_file(root, options)
+        with remote_errors(root):
+            fs.invalidate_cache(key)
+            found = fs.find(key, detail=True)
+        for name, info in found.items():
+            rel = _under(name, key)
+            if rel is not None and f"{root}/{rel}" in wanted:
+                infos[f"{root}/{rel}"] = info
+    by_folder: dict[str, list[str]] = {}
+    for url in urls:
+        if url not in infos:
+            by_folder.setdefault(_url_parent(url), []).append(url)
+    for folder, members in by_folder.items():
+        fs, key = _remote_file(folder, options)
+        if folder.lower().startswith(("http://", "https://")):
+            for url in members:
+                with remote_errors(url):
+                    try:
+                        infos[url] = fs.info(_remote_file(url, options)[1])
+                    except FileNotFoundError:
+                        pass
+            continue
+        with remote_errors(members[0]):
+            fs.invalidate_cache(key)
+            try:
+                listed = fs.ls(key, detail=True)
+            except FileNotFoundError as e:
+                if _names_container(e):
+                    raise
+                continue  # no such folder: none of its files exist
+        by_name = {posixpath.basename(str(info["name"]).rstrip("/")): info for info in listed}
+        for url in members:
+            info = by_name.get(posixpath.basename(url))
+            if info is not None:
+                infos[url] = info
+    return infos
+
+
+def _check_url(url: str, kind: _Kind, info: Mapping[str, Any] | None) -> None:
+    """:func:`_check_file` of a URL, from its listing info (None: not listed)."""
+    if info is None:
+        raise WeightmapsError(f"{url}: no such file")
+    if info.get("type", "file") != "file":
+        raise WeightmapsError(f"{url}: not a file")
+    if file_suffix(url) not in kind.suffixes:
+        raise WeightmapsError(f"{url}: not {kind.a_noun} file (expected one of {', '.join(kind.suffixes)})")
+
+
+def _version(info: Mapping[str, Any]) -> str:
+    """What changes when a remote file is rewritten: its ETag, else its modification time."""
+    for name in _VERSION_FIELDS:
+        value = info.get(name)
+        if value is not None:
+            return f"{name}={value}"
+    return ""
+
+
+def _normalize_url(url: str) -> str:
+    """``scheme://host/a/./b/../c/`` -> ``scheme://host/a/c``: one spelling per file."""
+    scheme, _, rest = url.partition("://")
+    host, sep, path = rest.partition("/")
+    path = posixpath.normpath("/" + path) if sep and path else ""
+    return f"{scheme}://{host}{path.rstrip('/')}"
+
+
+def _url_parent(url: str) -> str:
+    """The folder of a file URL (``s3://b/x/a.png`` -> ``s3://b/x``; ``s3://b/a`` -> ``s3://b``)."""
+    scheme, _, rest = url.rstrip("/").partition("://")
+    return f"{scheme}://{rest.rpartition('/')[0]}" if "/" in rest else f"{scheme}://{rest}"
+
+
+def _url_join(base: str, entry: str) -> str:
+    """A list line resolved against the list's folder URL (a leading "/": the bucket's root)."""
+    if entry.startswith("/"):
+        scheme, _, rest = base.partition("://")
+        return _normalize_url(f"{scheme}://{rest.split('/', 1)[0]}{entry}")
+    return _normalize_url(f"{base}/{entry}")
+
+
+def _url_relative(url: str, root: str) -> str:
+    """``url`` relative to the folder URL ``root`` ("scheme://" alone: relative to the host)."""
+    if root.endswith("://"):
+        return url[len(root):]
+    rel = url[len(root):].lstrip("/") if url.startswith(root + "/") else None
+    if rel is None:
+        raise WeightmapsError(f"{url}: not under {root}")
+    return rel
+
+
+def _under(name: str, key: str) -> str | None:
+    """The path of listed ``name`` below folder ``key``, or None when it is not below it."""
+    name, key = name.rstrip("/"), key.rstrip("/")
+    if key and not name.startswith(key + "/"):
+        return None
+    return name[len(key) + 1:] if key else name

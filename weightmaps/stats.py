@@ -227,6 +227,7 @@ def scan(
     progress: Progress | None = None,
     digests: bool = False,
     instance_masks: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ScanResult:
     """Decode every mask once: validate, count classes, and gather shapes and spacings.
 
@@ -256,6 +257,8 @@ def scan(
         Record every mask's digest (a resume compares them with the store's).
     instance_masks : bool
         The masks are instance masks: count background (0) and instance (1) pixels, not ids.
+    storage_options : dict, optional
+        fsspec options where ``inputs`` are URLs (``s3://bucket/masks/``).
 
     Raises
     ------
@@ -271,7 +274,7 @@ def scan(
     {0: 36, 1: 12}
     """
     start = time.perf_counter()
-    source = open_inputs(inputs, label_map, float_labels)
+    source = open_inputs(inputs, label_map, float_labels, storage_options=storage_options)
     n = len(source)
     if n == 0:
         raise WeightmapsError(f"no masks found in {source.description}")
@@ -365,7 +368,10 @@ def check_dimensions(shapes: dict[int, tuple[int, ...]], problems: dict[int, str
             del shapes[i]
 
 
-def open_inputs(inputs: Any, label_map: Mapping[int, int] | None, float_labels: bool = False) -> MaskSource:
+def open_inputs(
+    inputs: Any, label_map: Mapping[int, int] | None, float_labels: bool = False, *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> MaskSource:
     from weightmaps import sources
 
     if isinstance(inputs, sources.MaskSource):
@@ -373,5 +379,6 @@ def open_inputs(inputs: Any, label_map: Mapping[int, int] | None, float_labels: 
             raise WeightmapsError("label_map and float_labels apply when opening inputs; pass them to open_source instead")
         return inputs
     return sources.open_source(
-        inputs, label_map=dict(label_map) if label_map else None, float_labels=float_labels, on_problems="collect"
+        inputs, label_map=dict(label_map) if label_map else None, float_labels=float_labels, on_problems="collect",
+        storage_options=storage_options,
     )
