@@ -13,13 +13,16 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from weightmaps.backend import array_module, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.validation import check_labels
+
+if TYPE_CHECKING:
+    from weightmaps.store import WeightStore
 
 __all__ = [
     "SCHEMES",
@@ -277,7 +280,7 @@ def resolve_class_weights(
     counts: Mapping[int, int],
     *,
     scheme_params: Mapping[str, float] | None = None,
-    class_weights_from: str | os.PathLike[str] | None = None,
+    class_weights_from: str | os.PathLike[str] | WeightStore | None = None,
     image_pixels: Mapping[int, int] | None = None,
 ) -> tuple[dict[int, float], dict[str, Any]]:
     """The class weights for a run, and a JSON-ready record of where they came from.
@@ -301,10 +304,13 @@ def resolve_class_weights(
             raise WeightmapsError(
                 f"give class weights either as {spec!r} or from the store {str(class_weights_from)!r}, not both"
             )
-        from weightmaps.store import open_store
+        from weightmaps.store import WeightStore, open_store
 
-        weights = {int(k): float(v) for k, v in open_store(class_weights_from).class_weights.items()}
-        record: dict[str, Any] = {"source": "store", "path": str(class_weights_from)}
+        # A path, or a store opened already (one in object storage, with its storage options).
+        store = class_weights_from if isinstance(class_weights_from, WeightStore) else open_store(class_weights_from)
+        weights = {int(k): float(v) for k, v in store.class_weights.items()}
+        where = store.location.url if isinstance(class_weights_from, WeightStore) else str(class_weights_from)
+        record: dict[str, Any] = {"source": "store", "path": where}
     elif spec is None or (isinstance(spec, str) and spec in SCHEMES):
         scheme = spec or "balanced"
         params = dict(scheme_params or {})

@@ -10,6 +10,11 @@ A lock left by a process of this host that is gone (killed, power cut) is taken 
 holder, or one on another host (whose liveness cannot be checked from here), is refused with a
 message naming it. The lock lives beside the store, not in it, so that ``overwrite`` can delete the
 store while holding it.
+
+A store in object storage gets the same lock as an object beside it, created with a conditional
+PUT (``If-None-Match: *``: of two runs, exactly one creates it). A stale lock of this host is taken
+over by deleting and creating it again; two runs doing that at the same instant could both think
+they won, a window of milliseconds after a killed run that a local rename closes and S3 cannot.
 """
 
 from __future__ import annotations
@@ -24,21 +29,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from collections.abc import Mapping
+
 from weightmaps._files import publish_json
 from weightmaps.errors import StoreLockedError
+from weightmaps.location import Location
 
 __all__ = ["lock_path", "store_lock"]
 
 
 def lock_path(store: str | os.PathLike[str]) -> Path:
-    """Where the lock of ``store`` lives: a hidden file beside it."""
+    """Where the lock of a local ``store`` lives: a hidden file beside it."""
     path = Path(store)
     return path.parent / f".{path.name}.weightmaps-lock"
 
 
 @contextlib.contextmanager
-def store_lock(store: str | os.PathLike[str]) -> Iterator[Path]:
+def store_lock(
+    store: str | os.PathLike[str] | Location, storage_options: Mapping[str, Any] | None = None
+) -> Iterator[Path | str]:
     """Hold the store's lock for the ``with`` block; refuses with :class:`StoreLockedError`.
+
+    Yields the lock file's Path, or its URL for a store in object storage.
 
     Examples
     --------
@@ -50,7 +62,12 @@ def store_lock(store: str | os.PathLike[str]) -> Iterator[Path]:
     >>> lock.exists()
     False
     """
-    lock = lock_path(store)
+    location = Location.of(store, storage_options)
+    if not location.is_local:
+        with _remote_lock(location) as url:
+            yield url
+        return
+    lock = lock_path(location.path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     _acquire(lock, str(store))
     try:
@@ -59,13 +76,47 @@ def store_lock(store: str | os.PathLike[str]) -> Iterator[Path]:
         lock.unlink(missing_ok=True)
 
 
-def _acquire(lock: Path, store: str) -> None:
-    me = {
+def _holder(store: str) -> dict[str, Any]:
+    return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "store": store,
     }
+
+
+@contextlib.contextmanager
+def _remote_lock(store: Location) -> Iterator[str]:
+    parent_url, name = store.parent_and_name()
+    parent = Location(parent_url, store.options)
+    lock_name = f".{name}.weightmaps-lock"
+    url = f"{parent_url}/{lock_name}"
+    me = {**_holder(store.url), "uid": uuid.uuid4().hex}
+    for _ in range(3):
+        if parent.publish_json(lock_name, me, exclusive=True):  # a conditional PUT: one run wins
+            break
+        holder = parent.read_json(lock_name)
+        if holder is None:
+            continue  # released in between
+        if not isinstance(holder, dict):
+            holder = {"host": "?", "pid": "?", "started": "?", "unreadable": True}
+        if holder.get("host") == me["host"] and not _alive(holder.get("pid")):
+            parent.delete(lock_name)  # a killed run of this host: take it over
+            continue
+        raise StoreLockedError(store.url, url, holder)
+    else:
+        raise StoreLockedError(store.url, url, parent.read_json(lock_name) or {})
+    try:
+        yield url
+    finally:
+        # Only our own lock: never delete one another run created after a take-over race.
+        holder = parent.read_json(lock_name)
+        if isinstance(holder, dict) and holder.get("uid") == me["uid"]:
+            parent.delete(lock_name)
+
+
+def _acquire(lock: Path, store: str) -> None:
+    me = _holder(store)
     for _ in range(3):  # a stale lock taken over, or one released while looking at it: try again
         if publish_json(lock, me, exclusive=True):  # created whole, or not at all
             return

@@ -151,6 +151,8 @@ class LoadWeightMapd(MapTransform):
         With ``check=True``, the label the map must have been computed from: its digest must equal
         the store's (load it with ``LoadImaged(..., dtype=None)``, which keeps the file's dtype,
         before any spatial transform). ``check=False`` skips this.
+    storage_options
+        fsspec options where ``store`` is a URL (``s3://bucket/w.zarr``): credentials, ``endpoint_url``.
     output_key
         Where the map goes: ``(1, *spatial)`` (``(C, *spatial)`` for an sdf store), float32, as a
         ``MetaTensor`` with the label's metadata when there is one.
@@ -158,10 +160,11 @@ class LoadWeightMapd(MapTransform):
 
     def __init__(
         self, store: str | os.PathLike[str], *, id_key: str = "id", label_key: str | None = "label",
-        output_key: str = "weight", check: bool = True,
+        output_key: str = "weight", check: bool = True, storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__([id_key], allow_missing_keys=False)
         self.store_path = os.fspath(store)
+        self.storage_options = dict(storage_options or {})  # plain values: each worker opens its own filesystem
         self.id_key, self.label_key, self.output_key, self.check = id_key, label_key, output_key, check
         self._store: Any = None
         self._pid: int | None = None
@@ -173,7 +176,7 @@ class LoadWeightMapd(MapTransform):
         if self._pid != os.getpid():
             from weightmaps.store import open_store
 
-            self._store = open_store(self.store_path)
+            self._store = open_store(self.store_path, self.storage_options)
             if not self._store.complete:
                 raise WeightmapsError(f"store {self.store_path} is incomplete: finish it with --resume")
             self._pid = os.getpid()

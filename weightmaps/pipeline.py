@@ -38,6 +38,7 @@ from weightmaps.classweights import resolve_class_weights
 from weightmaps.engine import OUTPUT_DTYPES, class_weight_table
 from weightmaps.errors import BadSample, ResumeMismatchError, StoreExistsError, WeightmapsError
 from weightmaps.layout import plan_layout, summarize_shapes
+from weightmaps.location import Location, is_url
 from weightmaps.lock import store_lock
 from weightmaps.params import UNET_FIELDS, WEIGHT_KINDS, MapParams
 from weightmaps.shards import (
@@ -175,6 +176,7 @@ def compute(
     parallel: Literal["auto", "processes", "threads"] = "auto",
     executor: ShardExecutor | None = None,
     progress: Progress | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ComputeResult:
     """Compute the weight map of every mask of a dataset into a sharded zarr v3 store.
 
@@ -295,12 +297,17 @@ def compute(
     (True, (32, 32))
     """
     t_start = time.perf_counter()
-    out_path = Path(out)
+    out_location = Location.of(out, storage_options)
+    out_path = str(Path(out)) if out_location.is_local else out_location.url  # as given, for messages
     if resume and overwrite:
         raise WeightmapsError("resume and overwrite exclude each other: resume completes a store, overwrite replaces it")
-    if out_path.exists() and not (resume or overwrite):
+    if not out_location.writable:
+        raise WeightmapsError(f"{out_path}: this filesystem is read-only; write the store elsewhere")
+    out_location.check_container()  # a missing bucket or refused credentials fail here, before the scan
+    out_exists = out_location.exists()
+    if out_exists and not (resume or overwrite):
         raise StoreExistsError(
-            str(out_path), f"store {str(out_path)!r} exists: resume it or overwrite it (--resume / --overwrite)"
+            out_path, f"store {out_path!r} exists: resume it or overwrite it (--resume / --overwrite)"
         )
     if dtype not in OUTPUT_DTYPES:
         raise WeightmapsError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
@@ -328,12 +335,12 @@ def compute(
 
     # Every check that can fail on the parameters runs before the scan (which may take an hour)
     # and so before any store exists; those that need the masks' dimensionality read one first.
-    source = open_inputs(inputs, label_map, float_labels)
+    source = open_inputs(inputs, label_map, float_labels, storage_options=storage_options)
     _check_against_first_mask(source, spacing, connectivity)
 
     # 1. scan
     scan_fn = executor.scan if executor is not None else scan
-    resuming = resume and out_path.exists()
+    resuming = resume and out_exists
     scanned = scan_fn(
         source, ignore_index=ignore_index, num_classes=num_classes, label_map=None,
         skip_bad=skip_bad, threads=default_threads(workers), processes=processes, progress=progress,
@@ -350,7 +357,9 @@ def compute(
     # 2. class weights
     weights, weights_record = resolve_class_weights(
         class_weights if not isinstance(class_weights, os.PathLike) else str(class_weights),
-        scanned.counts, scheme_params=scheme_params, class_weights_from=class_weights_from,
+        scanned.counts, scheme_params=scheme_params, class_weights_from=(
+            _open_store(class_weights_from, storage_options) if is_url(class_weights_from) else class_weights_from
+        ),
         image_pixels=scanned.image_pixels,
     )
     if max_weight is not None:
@@ -380,24 +389,24 @@ def compute(
     from weightmaps import store as store_module
 
     if dry_run:
-        plan = _plan(scanned, map_shapes, dtype, samples_per_shard, out_path, weights, spacing_used)
+        plan = _plan(scanned, map_shapes, dtype, samples_per_shard, out_path, out_exists, weights, spacing_used)
         total = time.perf_counter() - t_start
         return ComputeResult(
-            store=str(out_path), n_samples=len(scanned.ids), n_bad=len(scanned.bad), n_computed=0,
+            store=out_path, n_samples=len(scanned.ids), n_bad=len(scanned.bad), n_computed=0,
             class_weights=weights, seconds={"scan": scanned.seconds, "compute": 0.0, "write": 0.0, "total": total},
             busy_seconds={"decode": 0.0, "compute": 0.0, "write": 0.0}, masks_per_second=0.0,
             bad=scanned.bad, plan=plan, spacing=spacing_used, device=backend.name,
         )
     # One run writes a store at a time, from before it is created, overwritten or resumed to the
     # end: a second run on the same output is refused, naming this one (weightmaps.lock).
-    with store_lock(out_path):
+    with store_lock(out_location):
         if resuming:
-            writer = store_module.resume_store(out_path, ids=scanned.ids, shapes=map_shapes, params=params)
+            writer = store_module.resume_store(out_location, ids=scanned.ids, shapes=map_shapes, params=params)
             _check_unchanged(writer, scanned, recompute_changed)
             log.info("resuming %s", out_path)
         else:
             writer = store_module.create_store(
-                out_path, ids=scanned.ids, shapes=map_shapes, params=params, fingerprint=fingerprint,
+                out_location, ids=scanned.ids, shapes=map_shapes, params=params, fingerprint=fingerprint,
                 class_counts=scanned.counts, overwrite=overwrite, samples_per_shard=samples_per_shard,
             )
         tasks = list(writer.pending())
@@ -445,7 +454,7 @@ def compute(
 
         # 5. finalize
         t_write = time.perf_counter()
-        if not tasks and store_module.open_store(out_path).complete:
+        if not tasks and store_module.open_store(out_location).complete:
             log.info("%s is complete already: nothing to do", out_path)
         else:
             _finalize(writer, bad_report, n_total, n_pending, backend.name, scanned.seconds, compute_seconds, busy)
@@ -460,7 +469,7 @@ def compute(
             seconds["first_shard"] = first_shard[1]
         log.info("wrote %d masks to %s in %.2f s (%.1f masks/s)", n_pending, out_path, total, rate)
         return ComputeResult(
-            store=str(out_path), n_samples=n_total, n_bad=len(scanned.bad), n_computed=n_pending,
+            store=out_path, n_samples=n_total, n_bad=len(scanned.bad), n_computed=n_pending,
             class_weights=weights, seconds=seconds, busy_seconds=busy, masks_per_second=rate,
             bad=scanned.bad, spacing=spacing_used, device=backend.name, steady_masks_per_second=steady,
         )
@@ -521,15 +530,21 @@ def _finalize(
     })
 
 
+def _open_store(where: Any, storage_options: Mapping[str, Any] | None) -> Any:
+    from weightmaps.store import open_store
+
+    return open_store(where, storage_options)
+
+
 def _plan(
-    scanned: ScanResult, map_shapes: list[tuple[int, ...]], dtype: str, samples_per_shard: int | None, out: Path,
-    weights: dict[int, float], spacing: tuple[float, ...] | None,
+    scanned: ScanResult, map_shapes: list[tuple[int, ...]], dtype: str, samples_per_shard: int | None, out: str,
+    exists: bool, weights: dict[int, float], spacing: tuple[float, ...] | None,
 ) -> dict[str, Any]:
     # The store's own layout, so the dry run reports what a run would write.
     layout = plan_layout(map_shapes, dtype, samples_per_shard)
     return {
-        "store": str(out),
-        "exists": out.exists(),
+        "store": out,
+        "exists": exists,
         "n_samples": len(scanned.ids),
         "n_bad": len(scanned.bad),
         "bad": [b.as_dict() for b in scanned.bad],

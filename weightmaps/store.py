@@ -28,6 +28,13 @@ zarr never lists it, while an unknown entry at group level makes consolidation w
 
 Stores of format 1 (weightmaps 0.1, one array per map shape) are refused with the command that
 rewrites them.
+
+A store may live in object storage (any fsspec URL, see :mod:`weightmaps.location`) with the same
+promises: a shard is one object PUT by its one writer, its marker a second PUT after it, ``complete``
+the root ``zarr.json`` PUT last. Only two things differ: nothing is fsynced (an acknowledged PUT is
+durable), and ``overwrite`` cannot rename the old store aside, so it first marks the old root
+incomplete, deletes everything else, then the root: a kill in between leaves a store that says
+incomplete and that the next overwrite recognises as ours.
 """
 
 from __future__ import annotations
@@ -49,10 +56,10 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from weightmaps._files import publish_json
 from weightmaps._version import __version__
 from weightmaps.errors import ResumeMismatchError, SampleNotFoundError, StoreExistsError, WeightmapsError
 from weightmaps.layout import CHUNK_ELEMENTS, MAX_MAP_NDIM, Layout, ShardTask, plan_layout, tasks_of
+from weightmaps.location import Location
 from weightmaps.params import MapParams
 
 __all__ = [
@@ -61,7 +68,7 @@ __all__ = [
     "StoreWriter",
     "WeightStore",
     "create_store",
-    "marker_path",
+    "marker_key",
     "open_store",
     "resume_store",
 ]
@@ -73,6 +80,8 @@ _KEY = "weightmaps"  # root attribute holding everything we record
 _DELETING_PREFIX = ".{name}.weightmaps-deleting-"
 # Samples per chunk of the index arrays: a reader of one map decodes one chunk of each.
 _INDEX_CHUNK = 1 << 16
+_MARKERS = "maps/_markers"
+StoreLocation = str | os.PathLike[str] | Location
 
 
 def _json_roundtrip(value: Any, what: str) -> Any:
@@ -83,20 +92,16 @@ def _json_roundtrip(value: Any, what: str) -> Any:
         raise WeightmapsError(f"{what} must be JSON-serialisable: {exc}") from None
 
 
-def _read_meta(path: Path) -> dict[str, Any] | None:
-    """The ``weightmaps`` root attributes, or None if ``path`` is not a weightmaps store."""
-    try:  # plain JSON: cheap, and safe to call on arbitrary user directories
-        with open(path / "zarr.json", encoding="utf-8") as f:
-            root = json.load(f)
-    except (OSError, ValueError):
-        return None
+def _read_meta(location: Location) -> dict[str, Any] | None:
+    """The ``weightmaps`` root attributes, or None if ``location`` is not a weightmaps store."""
+    root = location.read_json("zarr.json")  # plain JSON: cheap, and safe on arbitrary user folders
     if not isinstance(root, dict) or root.get("node_type") != "group":
         return None
     meta = root.get("attributes", {}).get(_KEY)
     return meta if isinstance(meta, dict) else None
 
 
-def _check_format(path: Path, meta: dict[str, Any]) -> None:
+def _check_format(path: Path | str, meta: dict[str, Any]) -> None:
     version = meta.get("format_version")
     if version == FORMAT_VERSION:
         return
@@ -119,11 +124,15 @@ def _check_dtype(dtype: str) -> str:
     return name
 
 
-def _remove_old_store(path: Path) -> None:
+def _remove_old_store(location: Location) -> None:
     # Never destroy user data: delete only what is recognisably ours, or nothing at all.
+    if not location.is_local:
+        _remove_old_remote_store(location)
+        return
+    path = location.path
     if path.is_symlink() or not path.is_dir():
         raise WeightmapsError(f"{path} exists and is not a directory; refusing to overwrite it")
-    if any(path.iterdir()) and _read_meta(path) is None:
+    if any(path.iterdir()) and _read_meta(location) is None:
         raise WeightmapsError(
             f"{path} exists and is not a weightmaps store; refusing to delete it with overwrite. "
             "Choose another output path or remove it yourself."
@@ -135,8 +144,25 @@ def _remove_old_store(path: Path) -> None:
     shutil.rmtree(aside)
 
 
-def _remove_leftovers(path: Path) -> None:
-    """Folders of earlier overwrites of ``path`` that were killed while deleting."""
+def _remove_old_remote_store(location: Location) -> None:
+    meta = _read_meta(location)
+    if meta is None:
+        raise WeightmapsError(
+            f"{location.url} exists and is not a weightmaps store; refusing to delete it with overwrite. "
+            "Choose another output URL or remove it yourself."
+        )
+    # No rename in a bucket: say "incomplete" first, then delete all but the root, the root last.
+    # Killed half-way, what is left is a store that says incomplete, which overwrite deletes again.
+    _write_meta(location, {**meta, "complete": False, "report": None})
+    location.delete_all(keep=("zarr.json",))
+    location.delete("zarr.json")
+
+
+def _remove_leftovers(location: Location) -> None:
+    """Folders of earlier overwrites of a local store that were killed while deleting."""
+    if not location.is_local:
+        return
+    path = location.path
     for leftover in path.parent.glob(f"{_DELETING_PREFIX.format(name=path.name)}*"):
         shutil.rmtree(leftover, ignore_errors=True)
 
@@ -153,7 +179,7 @@ def _shape_of(row: np.ndarray) -> tuple[int, ...]:
 
 
 def create_store(
-    path: str | os.PathLike[str],
+    path: StoreLocation,
     *,
     ids: Sequence[str],
     shapes: Sequence[Sequence[int]],
@@ -163,14 +189,15 @@ def create_store(
     overwrite: bool = False,
     samples_per_shard: int | None = None,
     compression: str | None = "zstd",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> StoreWriter:
     """Create an empty store for ``ids`` and return the writer that fills it shard by shard.
 
     Parameters
     ----------
-    path : str or PathLike
-        Output directory. If it exists, ``overwrite=True`` deletes it, but only if it is a
-        weightmaps store or an empty directory.
+    path : str, PathLike or URL
+        Output directory, or an fsspec URL such as ``s3://bucket/w.zarr``. If it exists,
+        ``overwrite=True`` deletes it, but only if it is a weightmaps store or an empty directory.
     ids, shapes : sequence
         Sample ids in sample order and each sample's map shape: 2-D or 3-D, or either with a
         channel axis in front. Any mix of shapes (see :mod:`weightmaps.layout`).
@@ -183,6 +210,8 @@ def create_store(
         Maps per shard at most (default: as many as fit about 16 MiB, at most 1024).
     compression : {"zstd", None}
         zstd level 1 (fast; weight maps are smooth and shrink several-fold) or no compression.
+    storage_options : dict, optional
+        For a URL: the fsspec filesystem's options (credentials, ``endpoint_url``, ...).
 
     Examples
     --------
@@ -198,7 +227,9 @@ def create_store(
     >>> float(open_store(out)["a"].sum()), open_store(out).shape("b")
     (16.0, (2, 5))
     """
-    path = Path(path)
+    location = Location.of(path, storage_options)
+    if not location.writable:
+        raise WeightmapsError(f"{location.url}: this filesystem is read-only; write the store elsewhere")
     dtype = _check_dtype(params.dtype)
     ids = [str(i) for i in ids]
     if len(ids) != len(shapes):
@@ -213,13 +244,14 @@ def create_store(
     if compression not in ("zstd", None):
         raise WeightmapsError(f"compression: {compression!r} is not supported, use 'zstd' or None")
     layout = plan_layout(shapes, dtype, samples_per_shard)
-    _remove_leftovers(path)
-    if path.exists() or path.is_symlink():
+    _remove_leftovers(location)
+    if location.exists():
         if not overwrite:
             raise StoreExistsError(
-                str(path), f"{path} already exists; pass overwrite=True to replace it or resume it with resume_store"
+                str(location.display),
+                f"{location.display} already exists; pass overwrite=True to replace it or resume it with resume_store",
             )
-        _remove_old_store(path)
+        _remove_old_store(location)
 
     meta = {
         "format_version": FORMAT_VERSION,
@@ -238,7 +270,8 @@ def create_store(
     }
     # Root attributes first: a run killed during creation leaves a directory that is recognisably
     # ours, so overwrite may delete it.
-    root = zarr.open_group(path, mode="w", attributes={_KEY: meta})
+    store = location.zarr_store(read_only=False)
+    root = zarr.open_group(store, mode="w", attributes={_KEY: meta})
     _index_array(root, "ids", np.array(ids, dtype=object), str)
     _index_array(root, "shape", _shape_rows(shapes), np.int64)
     _index_array(root, "offset", layout.offsets, np.int64)
@@ -256,8 +289,8 @@ def create_store(
     # the store later is one atomic rewrite of the root zarr.json (see _write_meta).
     with warnings.catch_warnings():  # we write consolidated metadata on purpose
         warnings.filterwarnings("ignore", "Consolidated metadata is currently not part")
-        zarr.consolidate_metadata(path)
-    return StoreWriter(path, meta)
+        zarr.consolidate_metadata(store)
+    return StoreWriter(location, meta)
 
 
 def _index_array(root: zarr.Group, name: str, values: np.ndarray, dtype: Any) -> None:
@@ -287,11 +320,12 @@ def _differences(
 
 
 def resume_store(
-    path: str | os.PathLike[str],
+    path: StoreLocation,
     *,
     ids: Sequence[str],
     shapes: Sequence[Sequence[int]],
     params: MapParams,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> StoreWriter:
     """Reopen a partly written store to finish it; refuses if this run differs from the store's.
 
@@ -304,17 +338,18 @@ def resume_store(
     >>> w = resume_store(out, ids=ids, shapes=shapes, params=params)     # doctest: +SKIP
     >>> for task in w.pending(): ...                                      # doctest: +SKIP
     """
-    path = Path(path)
-    if not path.exists():
+    location = Location.of(path, storage_options)
+    path = location.display
+    if not location.exists():
         raise WeightmapsError(f"{path} does not exist: there is nothing to resume")
-    meta = _read_meta(path)
+    meta = _read_meta(location)
     if meta is None:
         raise WeightmapsError(f"{path} is not a weightmaps store; there is nothing to resume")
     _check_format(path, meta)
     _check_dtype(params.dtype)
-    if not (path / "maps" / "zarr.json").is_file() or not (path / "index" / "digest" / "zarr.json").is_file():
+    if not location.exists("maps/zarr.json") or not location.exists("index/digest/zarr.json"):
         raise WeightmapsError(f"{path} was not fully created (an array is missing); use overwrite")
-    writer = StoreWriter(path, meta)
+    writer = StoreWriter(location, meta)
     diffs = _differences(
         writer, ids=[str(i) for i in ids], shapes=[tuple(int(n) for n in s) for s in shapes], params=params
     )
@@ -326,11 +361,17 @@ def resume_store(
 class _StoreInfo:
     """What both the writer and the reader tell about a store: root attributes and the index."""
 
-    path: Path
+    location: Location
     _meta: dict[str, Any]
 
+    @property
+    def path(self) -> Path | str:
+        """The store's folder (a Path), or its URL."""
+        return self.location.display
+
     def _read_index(self, name: str) -> np.ndarray:
-        return np.asarray(zarr.open_array(self.path, path=f"index/{name}", mode="r")[...])
+        store = self.location.zarr_store(read_only=True)
+        return np.asarray(zarr.open_array(store, path=f"index/{name}", mode="r")[...])
 
     @functools.cached_property
     def ids(self) -> list[str]:
@@ -395,12 +436,14 @@ class _StoreInfo:
         bad = (self.report or {}).get("bad") or []
         return [str(b["id"]) for b in bad if isinstance(b, Mapping) and "id" in b]
 
+    def _marker_names(self) -> set[str]:
+        return {n for n in self.location.list_names(_MARKERS) if n.endswith(".json") and not n.startswith(".")}
+
     def _markers(self) -> Iterator[dict[str, Any]]:
-        folder = self.path / "maps" / "_markers"
-        if folder.is_dir():
-            for marker in folder.glob("*.json"):
-                with open(marker, encoding="utf-8") as f:
-                    yield json.load(f)
+        # One listing and one round of reads (concurrent GETs in an object store).
+        for marker in self.location.read_many_json(_MARKERS, sorted(self._marker_names())):
+            if marker is not None:
+                yield marker
 
     def recorded_digests(self) -> dict[str, str]:
         """The mask digest recorded for every sample whose shard is written (from the markers)."""
@@ -415,21 +458,22 @@ class StoreWriter(_StoreInfo):
     ``class_weights`` (``dict[int, ...]``, the store's on resume).
     """
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        self.path = Path(path)
+    def __init__(self, location: Location | str | os.PathLike[str], meta: dict[str, Any]) -> None:
+        self.location = Location.of(location)
         self._meta = meta
-        self._array: zarr.Array[Any] | None = None
+        self._array: tuple[int, zarr.Array[Any]] | None = None  # (pid, array): reopened after a fork
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # The path only: the root attributes are reread (once per process), zarr is reopened.
-        return _unpickle_writer, (self.path, self._meta["uid"])
+        # The location only: the root attributes are reread (once per process), zarr is reopened.
+        return _unpickle_writer, (self.location, self._meta["uid"])
 
     def __repr__(self) -> str:
         return f"StoreWriter({str(self.path)!r}, {len(self)} samples)"
 
     def pending(self) -> list[ShardTask]:
         """Tasks without a marker: not yet written, or interrupted while being written."""
-        return [t for t in self.tasks() if not marker_path(self.path, t.shard).is_file()]
+        written = self._marker_names()  # one listing, not one request per shard
+        return [t for t in self.tasks() if marker_key(t.shard).rpartition("/")[2] not in written]
 
     def write_shard(self, task: ShardTask, maps: Sequence[np.ndarray], digests: Sequence[str]) -> None:
         """Write one task's maps (in its order and shapes), then its marker. One call per task.
@@ -466,14 +510,18 @@ class StoreWriter(_StoreInfo):
         flat = np.full(task.stop - task.start, np.nan, dtype=self.dtype)
         for m, offset in zip(maps, task.offsets, strict=True):
             flat[offset - task.start: offset - task.start + m.size] = m.ravel()
-        if self._array is None:
-            self._array = zarr.open_array(self.path, path="maps", mode="r+")
-        self._array[task.start: task.stop] = flat  # within the task's shards: one writer each
-        # The marker must never outlive its data (power loss): flush the shard files first.
-        for shard in range(task.shard, task.shard + task.n_shards):
-            _fsync(self.path / "maps" / self._array.metadata.encode_chunk_key((shard,)))
+        if self._array is None or self._array[0] != os.getpid():
+            store = self.location.zarr_store(read_only=False)
+            self._array = (os.getpid(), zarr.open_array(store, path="maps", mode="r+"))
+        array = self._array[1]
+        array[task.start: task.stop] = flat  # within the task's shards: one writer each
+        if self.location.is_local:
+            # The marker must never outlive its data (power loss): flush the shard files first.
+            # (An object store's PUT is durable once it returns.)
+            for shard in range(task.shard, task.shard + task.n_shards):
+                _fsync(self.location.path / "maps" / array.metadata.encode_chunk_key((shard,)))
         marker = {"shard": task.shard, "positions": list(task.sample_indices), "digests": [str(d) for d in digests]}
-        publish_json(marker_path(self.path, task.shard), marker)
+        self.location.publish_json(marker_key(task.shard), marker)
 
     def finalize(self, report: Mapping[str, Any]) -> None:
         """Record the digests and ``report``, and mark the store complete (one atomic step).
@@ -488,46 +536,48 @@ class StoreWriter(_StoreInfo):
         for marker in self._markers():
             for position, digest in zip(marker["positions"], marker["digests"], strict=True):
                 digests[position] = int(digest, 16)
-        zarr.open_array(self.path, path="index/digest", mode="r+")[...] = digests
+        store = self.location.zarr_store(read_only=False)
+        zarr.open_array(store, path="index/digest", mode="r+")[...] = digests
         meta = {**self._meta, "report": _json_roundtrip(dict(report), "report"), "complete": True}
-        _write_meta(self.path, meta)  # all or nothing: a full disk here leaves the store incomplete
+        _write_meta(self.location, meta)  # all or nothing: a full disk here leaves the store incomplete
         self._meta = meta
 
     def reopen(self, tasks: Sequence[ShardTask]) -> None:
         """Mark tasks to be computed again: the store is incomplete first, then their markers go."""
         if self._meta.get("complete"):
             meta = {**self._meta, "complete": False, "report": None}
-            _write_meta(self.path, meta)
+            _write_meta(self.location, meta)
             self._meta = meta
         for t in tasks:
-            marker_path(self.path, t.shard).unlink(missing_ok=True)
+            self.location.delete(marker_key(t.shard))
 
 
 @functools.lru_cache(maxsize=16)
-def _writer_meta(path: Path, uid: str) -> dict[str, Any]:
-    # A pickled writer carries its path and the store's uid only, so a process rereads the root
-    # attributes once per store, not once per task.
-    meta = _read_meta(path)
+def _writer_meta(location: Location, uid: str) -> dict[str, Any]:
+    # A pickled writer carries its location and the store's uid only, so a process rereads the
+    # root attributes once per store, not once per task.
+    meta = _read_meta(location)
     if meta is None or meta.get("uid") != uid:
-        raise WeightmapsError(f"{path} was deleted or replaced while it was being written")
+        raise WeightmapsError(f"{location.display} was deleted or replaced while it was being written")
     return meta
 
 
-def _unpickle_writer(path: Path, uid: str) -> StoreWriter:
-    return StoreWriter(path, _writer_meta(path, uid))
+def _unpickle_writer(location: Location | Path, uid: str) -> StoreWriter:
+    location = Location.of(location)
+    return StoreWriter(location, _writer_meta(location, uid))
 
 
-def _write_meta(path: Path, meta: dict[str, Any]) -> None:
+def _write_meta(location: Location, meta: dict[str, Any]) -> None:
     """Replace the store's root attributes in one atomic step (the root zarr.json, rewritten aside).
 
     zarr rewrites a zarr.json in place; a full disk or a kill in the middle would leave it half
     written, and the store unreadable. Here the old file stays whole until the new one is.
     """
-    root_file = path / "zarr.json"
-    with open(root_file, encoding="utf-8") as f:
-        root = json.load(f)
+    root = location.read_json("zarr.json")
+    if not isinstance(root, dict):
+        raise WeightmapsError(f"{location.display}: the root zarr.json is missing or unreadable")
     root.setdefault("attributes", {})[_KEY] = meta
-    publish_json(root_file, root)
+    location.publish_json("zarr.json", root)
 
 
 def _finite(m: np.ndarray) -> bool:
@@ -539,9 +589,10 @@ def _finite_or_far(m: np.ndarray) -> bool:
     return not bool(np.isnan(m).any() or np.isneginf(m).any())
 
 
-def marker_path(store: Path, shard: int) -> Path:
-    """Where the marker of the task starting at shard ``shard`` lives: its proof of completion."""
-    return Path(store) / "maps" / "_markers" / f"{shard}.json"
+def marker_key(shard: int) -> str:
+    """Where, inside a store, the marker of the task starting at shard ``shard`` lives: its proof
+    of completion."""
+    return f"{_MARKERS}/{shard}.json"
 
 
 def _fsync(path: Path) -> None:
@@ -553,43 +604,47 @@ def _fsync(path: Path) -> None:
             os.close(fd)
 
 
-def open_store(path: str | os.PathLike[str]) -> WeightStore:
-    """Open a store read-only.
+def open_store(path: StoreLocation, storage_options: Mapping[str, Any] | None = None) -> WeightStore:
+    """Open a store read-only: a local folder or an fsspec URL (``storage_options`` for its
+    filesystem: credentials, ``endpoint_url``, ...).
 
     Examples
     --------
     >>> ws = open_store("weights.zarr")          # doctest: +SKIP
     >>> ws["train/img_001"].shape, ws.complete   # doctest: +SKIP
     ((512, 512), True)
+    >>> ws = open_store("s3://bucket/weights.zarr", storage_options={"anon": True})  # doctest: +SKIP
     """
-    return WeightStore(path)
+    return WeightStore(path, storage_options)
 
 
 class WeightStore(_StoreInfo):
     """Read-only view of a store: a sequence of maps addressable by position or sample id.
 
     Opening reads the root attributes only (a few KB); ids are read on the first lookup by id,
-    and a map read decodes the index chunk it needs and the map's own chunks. Picklable (path
-    only; zarr is reopened lazily), so a data loader's workers can share it. A store from a killed
-    run opens too: ``complete`` is False and unwritten maps are all NaN.
+    and a map read decodes the index chunk it needs and the map's own chunks. Picklable (its
+    location only; zarr is reopened lazily), so a data loader's workers can share it; after a fork
+    a worker reopens it too (a remote filesystem made in the parent is not fork-safe). A store from
+    a killed run opens too: ``complete`` is False and unwritten maps are all NaN.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise WeightmapsError(f"{self.path} does not exist")
-        meta = _read_meta(self.path)
+    def __init__(self, path: StoreLocation, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.location = Location.of(path, storage_options)
+        meta = _read_meta(self.location)
         if meta is None:
+            if not self.location.exists():
+                raise WeightmapsError(f"{self.path} does not exist")
             raise WeightmapsError(
                 f"{self.path} is not a weightmaps store (no zarr group with weightmaps attributes)"
             )
         _check_format(self.path, meta)
         self._meta = meta
+        self._pid = os.getpid()
         self._arrays: dict[str, zarr.Array[Any]] = {}
         self._index_chunks: collections.OrderedDict[int, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return WeightStore, (self.path,)  # reopened lazily in the receiving process
+        return WeightStore, (self.location,)  # reopened lazily in the receiving process
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else "incomplete"
@@ -624,9 +679,12 @@ class WeightStore(_StoreInfo):
         return i % len(self)
 
     def _array(self, name: str) -> zarr.Array[Any]:
+        if self._pid != os.getpid():  # forked: the parent's arrays (and remote filesystem) are not ours
+            self._pid, self._arrays = os.getpid(), {}
         array = self._arrays.get(name)
         if array is None:
-            array = self._arrays[name] = zarr.open_array(self.path, path=name, mode="r")
+            store = self.location.zarr_store(read_only=True)
+            array = self._arrays[name] = zarr.open_array(store, path=name, mode="r")
         return array
 
     def _where(self, i: int) -> tuple[int, tuple[int, ...]]:
@@ -670,7 +728,5 @@ class WeightStore(_StoreInfo):
         return {p: d for m in self._markers() for p, d in zip(m["positions"], m["digests"], strict=True)}
 
     def nbytes_on_disk(self) -> int:
-        """Total size of the store's files in bytes."""
-        return sum(
-            os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(self.path) for f in files
-        )
+        """Total size of the store's files (objects) in bytes."""
+        return self.location.size()

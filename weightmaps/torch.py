@@ -69,7 +69,8 @@ class WeightMapDataset(torch.utils.data.Dataset):
         and BMP too, any dtype). Sample ids are paths relative to the root without extension, as
         the store names them, so ``images/a/001.jpg`` pairs with ``masks/a/001.png``.
     weights
-        Path of a store written by :func:`weightmaps.compute` from these masks.
+        Path or URL (``s3://bucket/w.zarr``) of a store written by :func:`weightmaps.compute`
+        from these masks.
     transform
         ``transform(sample) -> sample``, applied to the dict described below; see
         :func:`albumentations_transform` and :func:`torchvision_transform`.
@@ -83,6 +84,10 @@ class WeightMapDataset(torch.utils.data.Dataset):
         For a ``--map distance`` store only: derive ``"weight"`` = φ·δ with this σ when loading
         (:func:`weightmaps.weight_from_distance`); ``class_weights`` is a scheme over the store's
         class counts, a mapping, or another store's path (default: the weights the run recorded).
+    storage_options
+        fsspec options for every URL among ``images``, ``masks`` and ``weights`` (credentials,
+        ``endpoint_url``, ...); kept as plain values, each DataLoader worker opens its own
+        filesystem on first use.
 
     Returns (per item)
     ------------------
@@ -122,6 +127,7 @@ class WeightMapDataset(torch.utils.data.Dataset):
         check: bool = True,
         sigma: float | None = None,
         class_weights: str | os.PathLike[str] | Mapping[int, float] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         from weightmaps.sources import open_image_source, open_source
         from weightmaps.store import open_store
@@ -129,7 +135,9 @@ class WeightMapDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.check = check
         self._weights_path = os.fspath(weights)
-        store = open_store(self._weights_path)
+        # Kept as plain values: each worker opens its own remote filesystem (fsspec's are not fork-safe).
+        self._storage_options = dict(storage_options or {})
+        store = open_store(self._weights_path, self._storage_options)
         if not store.complete:
             raise WeightmapsError(
                 f"weight store {self._weights_path} is incomplete (compute was interrupted or is "
@@ -142,8 +150,8 @@ class WeightMapDataset(torch.utils.data.Dataset):
             label_map = store.params.label_map
         # Masks are read as the store's run read them: its label map and float-label rule.
         self._masks = open_source(masks, label_map=dict(label_map) if label_map else None,
-                                  float_labels=store.params.float_labels)
-        self._images = open_image_source(images)
+                                  float_labels=store.params.float_labels, storage_options=self._storage_options)
+        self._images = open_image_source(images, storage_options=self._storage_options)
 
         store_ids = list(store.ids)
         # samples the compute run skipped as bad (skip_bad=True) are not expected in the store
@@ -176,7 +184,7 @@ class WeightMapDataset(torch.utils.data.Dataset):
         if self._pid != pid:  # first use in this process (worker, or parent after a fork)
             from weightmaps.store import open_store
 
-            self._store = open_store(self._weights_path)
+            self._store = open_store(self._weights_path, self._storage_options)
             self._pid = pid
         return self._store
 

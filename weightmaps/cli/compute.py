@@ -19,6 +19,7 @@ from weightmaps.cli.options import (
     json_opt,
     shape_lines,
     label_map_opt,
+    storage_options_opt,
     map_opts,
     sigma_opt,
     spacing_opt,
@@ -28,7 +29,8 @@ from weightmaps.cli.options import (
 
 @click.command("compute")
 @click.argument("inputs", metavar="INPUT")
-@click.option("--out", "-o", required=True, metavar="STORE", help="Output zarr store (a directory).")
+@click.option("--out", "-o", required=True, metavar="STORE",
+              help="Output zarr store: a directory, or a URL such as s3://bucket/train.zarr.")
 @map_opts
 @sigma_opt
 @class_weights_opt
@@ -63,6 +65,7 @@ from weightmaps.cli.options import (
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on an existing Dask cluster, e.g. tcp://10.0.0.1:8786 (inputs and STORE must be "
               "on a filesystem every worker sees, by the same paths).")
+@storage_options_opt
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 @json_opt
 @verbosity_opts
@@ -71,13 +74,15 @@ def compute_cmd(inputs: str, out: str, resume: bool, overwrite: bool, progress: 
     """Compute the weight map of every mask in INPUT into the zarr store STORE.
 
     INPUT is a directory (searched recursively), a glob, a text file listing mask paths, or a
-    zarr array of masks. Bad inputs are all listed, then the command exits with status 2 unless
+    zarr array of masks; local, or an fsspec URL (s3://bucket/masks/, gs://..., az://...,
+    https://... read-only), as STORE may be. Bad inputs are all listed, then the command exits with status 2 unless
     --skip-bad is given. A killed run is completed with --resume.
 
     \b
     weightmaps compute data/train/masks --out train.zarr --sigma 2
     weightmaps compute data/val/masks --out val.zarr --sigma 2 --class-weights-from train.zarr
     weightmaps compute data/cells/instances --out cells.zarr --map unet --w0 10 --sigma 5
+    weightmaps compute s3://bucket/train/masks/ --out s3://bucket/train.zarr --sigma 2
     """
     from weightmaps.pipeline import compute
 

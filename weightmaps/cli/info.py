@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from weightmaps.cli.options import echo_json, human_bytes, json_opt, shape_lines, verbosity_opts
+from weightmaps.cli.options import (
+    echo_json,
+    human_bytes,
+    json_opt,
+    shape_lines,
+    storage_options_opt,
+    verbosity_opts,
+)
 from weightmaps.layout import summarize_shapes
 from weightmaps.params import UNET_FIELDS
 
@@ -17,9 +24,10 @@ if TYPE_CHECKING:
 
 @click.command("info")
 @click.argument("store", metavar="STORE")
+@storage_options_opt
 @json_opt
 @verbosity_opts
-def info_cmd(store: str, as_json: bool) -> None:
+def info_cmd(store: str, as_json: bool, storage_options: dict[str, Any]) -> None:
     """Parameters, samples, completeness, dtype, size on disk and class weights of STORE.
 
     Exits with status 1 when the store is incomplete (a run was interrupted: finish it with
@@ -27,7 +35,7 @@ def info_cmd(store: str, as_json: bool) -> None:
     """
     from weightmaps.store import open_store
 
-    ws = open_store(store)
+    ws = open_store(store, storage_options)
     n = len(ws)
     written = n if ws.complete else len(ws.recorded_digests())
     info: dict[str, Any] = {

@@ -115,6 +115,38 @@ def map_opts(f: F) -> F:
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
+def _parse_storage_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs → fsspec storage options. VALUE is read as JSON where it is JSON
+    (``anon=true``, ``default_block_size=1048576``), else kept as text; a dotted KEY nests
+    (``client_kwargs.region_name=eu-west-1``)."""
+    options: dict[str, Any] = {}
+    for item in value:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. endpoint_url=http://127.0.0.1:9000")
+        try:
+            parsed: Any = json.loads(text)
+        except ValueError:
+            parsed = text
+        *parents, leaf = key.split(".")
+        node = options
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise click.BadParameter(f"{item!r}: {part!r} is given both as a value and as a group")
+            node = child
+        node[leaf] = parsed
+    return options
+
+
+storage_options_opt = click.option(
+    "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE", callback=_parse_storage_options,
+    help="For s3://, gs://, az:// ... inputs and stores: an fsspec storage option (repeatable), e.g. "
+    "endpoint_url=http://127.0.0.1:9000 or anon=true. Credentials otherwise come the fsspec way "
+    "(environment, config files).",
+)
+
+
 # Library messages name an option the library's way and the command line's: `skip_bad=True
 # (--skip-bad)`, `max_weight (--max-weight)`. The CLI keeps the flag alone: a CLI user types flags.
 _BOTH_SPELLINGS = re.compile(r"\b\w+=?\w* \((--[a-z][\w-]*)\)")

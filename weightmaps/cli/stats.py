@@ -13,6 +13,7 @@ from weightmaps.cli.options import (
     ignore_index_opt,
     json_opt,
     label_map_opt,
+    storage_options_opt,
     verbosity_opts,
 )
 
@@ -25,11 +26,13 @@ from weightmaps.cli.options import (
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Labels must be < N (the ignore label excepted).")
 @click.option("--skip-bad", is_flag=True, help="Leave bad inputs out (listed on stderr) instead of failing.")
+@storage_options_opt
 @json_opt
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr.")
 @verbosity_opts
 def stats_cmd(inputs: str, ignore_index: int | None, label_map: dict[int, int] | None, float_labels: bool,
-              num_classes: int | None, skip_bad: bool, as_json: bool, progress: bool) -> None:
+              num_classes: int | None, skip_bad: bool, as_json: bool, progress: bool,
+              storage_options: dict[str, Any]) -> None:
     """Class pixel counts over the masks in INPUT, and the class weights every scheme gives.
 
     Reads every mask once (the scan pass of `weightmaps compute`), so it also validates INPUT.
@@ -39,7 +42,7 @@ def stats_cmd(inputs: str, ignore_index: int | None, label_map: dict[int, int] |
 
     with ProgressBars(progress) as bars:
         result = scan(inputs, ignore_index=ignore_index, num_classes=num_classes, label_map=label_map,
-                      float_labels=float_labels, skip_bad=skip_bad, progress=bars)
+                      float_labels=float_labels, skip_bad=skip_bad, progress=bars, storage_options=storage_options)
     counts = result.counts
     weights = {
         scheme: class_weights(counts, scheme, **({"image_pixels": result.image_pixels} if scheme == "median" else {}))
