@@ -32,7 +32,7 @@ from typing import Any
 from weightmaps._files import publish_json
 from weightmaps.errors import WeightmapsError
 
-__all__ = ["Location", "is_url", "remote_errors"]
+__all__ = ["Location", "freeze_options", "is_url", "remote_errors"]
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Filesystems that cannot be written to: a store there can be read, never created.
@@ -64,15 +64,27 @@ class Location:
         ('s3://bucket', 'w.zarr')
         """
         if isinstance(where, Location):
-            return where if not storage_options else cls(where.url, _frozen(storage_options))
+            return where if not storage_options else cls(where.url, freeze_options(storage_options))
         if isinstance(where, str) and where.startswith("file://"):
             where = where[len("file://"):]
         if is_url(where):
             url = str(where).rstrip("/")
-            if url.count("/") < 3 or not url.split("://", 1)[1]:
-                raise WeightmapsError(f"{where}: a store URL needs a bucket (or container) and a path")
-            return cls(url, _frozen(storage_options or {}))
+            if not url.split("://", 1)[1]:
+                raise WeightmapsError(f"{where}: a URL needs a bucket (or container, or host)")
+            return cls(url, freeze_options(storage_options or {}))
         return cls(os.path.abspath(os.path.expanduser(os.fspath(where))))
+
+    @classmethod
+    def for_filesystem(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
+        """The root of ``url``'s bucket (container, host): one filesystem serves every file in it.
+
+        Examples
+        --------
+        >>> Location.for_filesystem("s3://bucket/masks/a.png").url
+        's3://bucket'
+        """
+        scheme, _, rest = url.partition("://")
+        return cls(f"{scheme}://{rest.split('/', 1)[0]}", freeze_options(storage_options or {}))
 
     # -- what it is ---------------------------------------------------------------------------
 
@@ -275,7 +287,8 @@ class Location:
         self.fs.invalidate_cache()
 
 
-def _frozen(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+def freeze_options(options: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Storage options as sorted ``(key, JSON value)`` pairs: hashable, as a Location holds them."""
     try:
         return tuple(sorted((str(k), json.dumps(v, sort_keys=True)) for k, v in options.items()))
     except (TypeError, ValueError) as exc:

@@ -32,7 +32,7 @@ from typing import Any
 from collections.abc import Mapping
 
 from weightmaps._files import publish_json
-from weightmaps.errors import StoreLockedError
+from weightmaps.errors import StoreLockedError, WeightmapsError
 from weightmaps.location import Location
 
 __all__ = ["lock_path", "store_lock"]
@@ -88,6 +88,8 @@ def _holder(store: str) -> dict[str, Any]:
 @contextlib.contextmanager
 def _remote_lock(store: Location) -> Iterator[str]:
     parent_url, name = store.parent_and_name()
+    if not parent_url.partition("://")[2]:  # the lock lives beside the store, in its folder
+        raise WeightmapsError(f"{store.url}: a store needs a name under its bucket (e.g. s3://bucket/train.zarr)")
     parent = Location(parent_url, store.options)
     lock_name = f".{name}.weightmaps-lock"
     url = f"{parent_url}/{lock_name}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
-import json
 import os
 import zlib
 from collections.abc import Mapping
@@ -27,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from weightmaps.errors import WeightmapsError
-from weightmaps.location import Location, is_url, remote_errors
+from weightmaps import remote_files
+from weightmaps.location import is_url, remote_errors
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -295,78 +295,17 @@ _NIFTI_HEADER_BYTES = 540
 _NIFTI_GZ_PREFIX = 16 * 1024
 
 
-def _remote_file(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
-    """This process's fsspec filesystem for ``url``, and the path it names ``url`` by.
-
-    One filesystem per protocol, host (bucket) and storage options, opened on first use in each
-    process (:attr:`weightmaps.location.Location.fs`), so a forked worker never uses its parent's.
-
-    Raises
-    ------
-    WeightmapsError
-        Unknown protocol, its package not installed, or storage options that are not JSON values;
-        the message names ``url``.
-    """
-    scheme, _, rest = url.partition("://")
-    where = Location(f"{scheme}://{rest.split('/', 1)[0]}", _frozen_options(storage_options))
-    try:
-        fs = where.fs
-    except WeightmapsError as e:
-        message = str(e)
-        if message.startswith(f"{where.url}:"):
-            message = url + message[len(where.url):]
-        raise WeightmapsError(message) from e.__cause__
-    return fs, fs._strip_protocol(url)
-
-
-def _frozen_options(storage_options: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
-    """Storage options as sorted ``(key, JSON value)`` pairs (hashable, as a Location holds them)."""
-    if not storage_options:
-        return ()
-    try:
-        return tuple(sorted((str(k), json.dumps(v, sort_keys=True)) for k, v in storage_options.items()))
-    except (TypeError, ValueError) as exc:
-        raise WeightmapsError(f"storage options must be JSON values: {exc}") from None
-
-
-def _names_container(exc: BaseException) -> bool:
-    """True when a FileNotFoundError says the bucket (container) is missing, not just the file."""
-    text = str(exc).lower()
-    return "bucket" in text or "container" in text
-
-
-def _fetch(url: str, storage_options: Mapping[str, Any] | None = None, *, start: int | None = None,
-          end: int | None = None) -> bytes:
-    """The bytes of remote file ``url`` (``[start, end)`` only, when given).
-
-    Raises
-    ------
-    WeightmapsError
-        ``f"{url}: no such file"``; a missing bucket, refused access, an unreachable endpoint:
-        the URL and the cause (:func:`weightmaps.location.remote_errors`).
-    """
-    fs, key = _remote_file(url, storage_options)
-    with remote_errors(url):
-        try:
-            data = fs.cat_file(key, start=start, end=end)
-        except (FileNotFoundError, IsADirectoryError) as e:
-            if isinstance(e, FileNotFoundError) and _names_container(e):
-                raise
-            raise WeightmapsError(f"{url}: no such file") from e
-    return bytes(data)
-
-
 def _load_remote(url: str, *, mask: bool, storage_options: Mapping[str, Any] | None) -> np.ndarray:
     """:func:`_load` of a URL: the same checks in the same order, the file fetched once."""
     suffix = file_suffix(url)
     if suffix not in IMAGE_SUFFIXES:
         # Nothing to decode: say what a local file would say without downloading it.
-        fs, key = _remote_file(url, storage_options)
+        fs, key = remote_files.filesystem(url, storage_options)
         with remote_errors(url):
             if not fs.isfile(key):
                 raise WeightmapsError(f"{url}: no such file")
         raise WeightmapsError(f"{url}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
-    data = _fetch(url, storage_options)
+    data = remote_files.fetch(url, storage_options)
     nib = _nibabel(url) if suffix in _NIFTI_SUFFIXES else None
     buffer = io.BytesIO(data)
     try:
@@ -403,7 +342,7 @@ def _nifti_class(nib: Any, header: bytes) -> Any:
 def _remote_spacing(nib: Any, url: str, storage_options: Mapping[str, Any] | None) -> tuple[float, ...]:
     """:func:`read_spacing` of a URL, from the header bytes only (one range request)."""
     gz = file_suffix(url) == ".nii.gz"
-    raw = _fetch(url, storage_options, start=0, end=_NIFTI_GZ_PREFIX if gz else _NIFTI_HEADER_BYTES)
+    raw = remote_files.fetch(url, storage_options, start=0, end=_NIFTI_GZ_PREFIX if gz else _NIFTI_HEADER_BYTES)
     try:
         head = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(raw, _NIFTI_HEADER_BYTES) if gz else raw
         header_class = _nifti_class(nib, head).header_class

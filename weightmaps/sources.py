@@ -39,15 +39,12 @@ import numpy as np
 import zarr
 
 from weightmaps.errors import BadInputError, BadSample, WeightmapsError
-from weightmaps.location import Location, is_url, remote_errors
+from weightmaps import remote_files
+from weightmaps.location import Location, freeze_options, is_url, remote_errors
 from weightmaps.readers import (
     IMAGE_SUFFIXES,
     MASK_SUFFIXES,
     LabelMap,
-    _fetch,
-    _frozen_options,
-    _names_container,
-    _remote_file,
     file_suffix,
     normalize_label_map,
     read_image,
@@ -74,12 +71,6 @@ LIST_SUFFIXES = (".txt", ".lst")
 _GLOB_MAGIC = frozenset("*?[")
 # In an http(s) URL "?" starts the query: only "*" makes one a glob.
 _HTTP_GLOB_MAGIC = frozenset("*")
-# Version fields of an fsspec info dict, best first: an ETag (S3, GCS, Azure, HTTP) or checksum,
-# else a modification time.
-_VERSION_FIELDS = (
-    "ETag", "etag", "Content-MD5", "Digest",
-    "LastModified", "Last-Modified", "last_modified", "mtime", "updated", "modified", "created",
-)
 
 
 @dataclass(frozen=True)
@@ -167,7 +158,7 @@ class SampleSource(ABC):
         # The process that opened _zarr_cache from a URL: a forked child reopens it (its parent's
         # store runs on the parent's event loop, which the child does not have).
         self._zarr_pid: int | None = None
-        _frozen_options(storage_options)  # JSON values only, checked here with a clear message
+        freeze_options(storage_options or {})  # JSON values only, checked here with a clear message
         self._storage_options: dict[str, Any] | None = dict(storage_options) if storage_options else None
         # Folder URLs whose recursive listing covers every remote sample (a directory's or a
         # glob's root), listed again by fingerprint(); other remote samples: their folders.
@@ -229,14 +220,14 @@ class SampleSource(ABC):
         h = hashlib.sha256()
         if self._zarr_ref is None:
             remote = [ref.path for ref in self.samples if ref.path is not None and is_url(ref.path)]
-            infos = _remote_infos(remote, self._remote_roots, self._storage_options) if remote else {}
+            infos = remote_files.infos(remote, self._remote_roots, self._storage_options) if remote else {}
             for ref in self.samples:
                 assert ref.path is not None
                 if is_url(ref.path):
                     info = infos.get(ref.path)
                     if info is None:
                         raise WeightmapsError(f"{ref.path}: cannot stat: no such file")
-                    h.update(f"{ref.id}\0{info.get('size')}\0{_version(info)}\n".encode())
+                    h.update(f"{ref.id}\0{info.get('size')}\0{remote_files.version(info)}\n".encode())
                     continue
                 try:
                     st = os.stat(ref.path)
@@ -548,7 +539,7 @@ def _discover(
             return _remote_path_source(spec, kind, options)
         return _path_source(spec[len("file://"):] if spec.startswith("file://") else spec, kind, options)
     if isinstance(inputs, Iterable):
-        paths = [_normalize_url(p) if is_url(p) else p for p in (os.fspath(p) for p in inputs)]
+        paths = [remote_files.normalize_url(p) if is_url(p) else p for p in (os.fspath(p) for p in inputs)]
         if not paths:
             raise WeightmapsError(f"no {kind.noun} files: the input list is empty")
         good, problems = _checked_files(paths, kind, options)
@@ -603,7 +594,7 @@ def _file_source(
     by_id: dict[str, list[str]] = {}
     for f in files:
         if is_url(f):
-            full, rel = f, _url_relative(f, root)
+            full, rel = f, remote_files.url_relative(f, root)
         else:
             full = os.path.abspath(f)
             rel = Path(os.path.relpath(full, root)).as_posix()
@@ -627,7 +618,7 @@ def _checked_files(
 ) -> tuple[list[str], list[BadSample]]:
     """The files that exist and have a suffix of ``kind``, and a bad input for each other one."""
     urls = [f for f in files if is_url(f)]
-    infos = _remote_infos(urls, (), options) if urls else {}
+    infos = remote_files.infos(urls, (), options) if urls else {}
     good, problems = [], []
     for f in files:
         try:
@@ -690,7 +681,7 @@ def _open_zarr_array(path: str, options: Mapping[str, Any] | None = None) -> zar
     try:
         if is_url(path):
             # A FsspecStore made in this process (Location caches one per process).
-            store = Location(path.rstrip("/"), _frozen_options(options)).zarr_store(read_only=True)
+            store = Location.of(path, options).zarr_store(read_only=True)
             return zarr.open_array(store, mode="r")
         return zarr.open_array(os.path.expanduser(path), mode="r")
     except MemoryError:
@@ -750,10 +741,10 @@ def _read_list_file(
     A local or remote (URL) list file; its lines may be URLs, checked together (one listing of
     each folder they name) after the local ones."""
     remote_list = is_url(list_path)
-    base = _url_parent(list_path) if remote_list else os.path.dirname(os.path.abspath(list_path))
+    base = remote_files.url_parent(list_path) if remote_list else os.path.dirname(os.path.abspath(list_path))
     try:
         if remote_list:
-            lines = _fetch(list_path, options).decode("utf-8").splitlines()
+            lines = remote_files.fetch(list_path, options).decode("utf-8").splitlines()
         else:
             with open(list_path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
@@ -765,14 +756,14 @@ def _read_list_file(
         if not entry or entry.startswith("#"):
             continue
         if is_url(entry):
-            p = _normalize_url(entry)
+            p = remote_files.normalize_url(entry)
         elif remote_list:
-            p = _url_join(base, entry)
+            p = remote_files.url_join(base, entry)
         else:
             p = os.path.join(base, os.path.expanduser(entry))
         named.append((lineno, p))
     urls = [p for _, p in named if is_url(p)]
-    infos = _remote_infos(urls, (), options) if urls else {}
+    infos = remote_files.infos(urls, (), options) if urls else {}
     files, problems = [], []
     for lineno, p in named:
         try:
@@ -818,7 +809,7 @@ def _common_parent(paths: Sequence[str]) -> str:
     hosts = {u.partition("://")[2].split("/", 1)[0] for u in urls}
     if len(hosts) > 1:
         return f"{scheme}://"  # several buckets: ids start with the bucket
-    folders = ["/" + _url_parent(u).partition("://")[2].partition("/")[2] for u in urls]
+    folders = ["/" + remote_files.url_parent(u).partition("://")[2].partition("/")[2] for u in urls]
     common = posixpath.commonpath(folders).rstrip("/")
     return f"{scheme}://{hosts.pop()}{common}"
 
@@ -849,8 +840,8 @@ def _remote_path_source(spec: str, kind: _Kind, options: Mapping[str, Any] | Non
     magic = _HTTP_GLOB_MAGIC if spec.lower().startswith(("http://", "https://")) else _GLOB_MAGIC
     if magic & set(spec.partition("://")[2]):
         return _remote_glob_source(spec, kind, options)
-    url = _normalize_url(spec)
-    fs, key = _remote_file(url, options)
+    url = remote_files.normalize_url(spec)
+    fs, key = remote_files.filesystem(url, options)
     if file_suffix(url) in (*LIST_SUFFIXES, *IMAGE_SUFFIXES):
         # Named like a file: one HEAD says what it is (a folder so named is listed below).
         with remote_errors(url):
@@ -858,7 +849,7 @@ def _remote_path_source(spec: str, kind: _Kind, options: Mapping[str, Any] | Non
             try:
                 info = fs.info(key)
             except FileNotFoundError as e:
-                if _names_container(e):
+                if remote_files.names_container(e):
                     raise
                 raise WeightmapsError(f"{spec}: no such file or directory") from e
         if info.get("type") != "directory":
@@ -867,7 +858,7 @@ def _remote_path_source(spec: str, kind: _Kind, options: Mapping[str, Any] | Non
     if node == "array":
         return _zarr_source(url, kind, options)
     if node == "group":
-        store = Location(url, _frozen_options(options)).zarr_store(read_only=True)
+        store = Location.of(url, options).zarr_store(read_only=True)
         arrays = sorted(name for name, _ in zarr.open_group(store, mode="r").arrays())
         hint = ", ".join(f"{url}/{a}" for a in arrays) or "none"
         raise WeightmapsError(f"{spec}: is a zarr group, not an array; its arrays: {hint}")
@@ -878,7 +869,7 @@ def _remote_path_source(spec: str, kind: _Kind, options: Mapping[str, Any] | Non
         return _remote_file_source(spec, url, kind, options)
     files = []
     for name, info in sorted(found.items()):
-        rel = _under(name, key)
+        rel = remote_files.under(name, key)
         if rel is None or info.get("type", "file") != "file" or file_suffix(rel) not in kind.suffixes:
             continue
         if not any(part.startswith(".") for part in rel.split("/")):  # hidden, as on disk
@@ -892,9 +883,9 @@ def _remote_file_source(spec: str, url: str, kind: _Kind, options: Mapping[str, 
     """A URL naming one file: a list file, or a single mask (root: its folder)."""
     if file_suffix(url) in LIST_SUFFIXES:
         files, problems = _read_list_file(url, kind, options)
-        return _file_source(files, _common_parent(files) if files else _url_parent(url), spec, problems)
+        return _file_source(files, _common_parent(files) if files else remote_files.url_parent(url), spec, problems)
     _check_url(url, kind, {"type": "file"})
-    return _file_source([url], _url_parent(url), spec)
+    return _file_source([url], remote_files.url_parent(url), spec)
 
 
 def _remote_glob_source(spec: str, kind: _Kind, options: Mapping[str, Any] | None) -> _Found:
@@ -907,17 +898,17 @@ def _remote_glob_source(spec: str, kind: _Kind, options: Mapping[str, Any] | Non
         if _GLOB_MAGIC & set(part):
             break
         prefix.append(part)
-    root = _normalize_url(f"{scheme}://{'/'.join(prefix)}")
+    root = remote_files.normalize_url(f"{scheme}://{'/'.join(prefix)}")
     pattern_parts = parts[len(prefix):]
-    fs, pattern = _remote_file(spec, options)
-    _, root_key = _remote_file(root, options)
+    fs, pattern = remote_files.filesystem(spec, options)
+    _, root_key = remote_files.filesystem(root, options)
     with remote_errors(spec):
         fs.invalidate_cache(root_key)
         found = fs.glob(pattern, detail=True)
     hidden_ok = any(p.startswith(".") for p in pattern_parts)
     files = []
     for name, info in sorted(found.items()):
-        rel = _under(name, root_key)
+        rel = remote_files.under(name, root_key)
         if rel is None or info.get("type", "file") != "file" or file_suffix(rel) not in kind.suffixes:
             continue
         if hidden_ok or not any(part.startswith(".") for part in rel.split("/")):
@@ -928,7 +919,7 @@ def _remote_glob_source(spec: str, kind: _Kind, options: Mapping[str, Any] | Non
             try:
                 fs.ls(root_key)
             except FileNotFoundError as e:
-                if _names_container(e):
+                if remote_files.names_container(e):
                     raise
         raise WeightmapsError(f"{spec}: the glob matched no {kind.noun} files")
     return _file_source(files, root, spec, remote_roots=(root,))
@@ -944,7 +935,7 @@ def _remote_zarr_node_kind(fs: Any, key: str, url: str) -> str | None:
         for path, data in fetched.items():
             if not isinstance(data, BaseException):
                 found[path] = data
-            elif not isinstance(data, FileNotFoundError) or _names_container(data):
+            elif not isinstance(data, FileNotFoundError) or remote_files.names_container(data):
                 raise data
     if names["zarr.json"] in found:
         try:
@@ -958,56 +949,6 @@ def _remote_zarr_node_kind(fs: Any, key: str, url: str) -> str | None:
     return None
 
 
-def _remote_infos(
-    urls: Sequence[str], roots: Sequence[str], options: Mapping[str, Any] | None
-) -> dict[str, dict[str, Any]]:
-    """fsspec info (size, ETag, ...) of each of ``urls`` that is a file, by URL.
-
-    Listings, not a request per file: one recursive listing per root in ``roots`` (the input's
-    root), then one listing per folder of the URLs no root covers (over http(s), which cannot list,
-    one HEAD per file). A URL missing from the result is no file.
-    """
-    infos: dict[str, dict[str, Any]] = {}
-    wanted = set(urls)
-    for root in roots:
-        fs, key = _remote_file(root, options)
-        with remote_errors(root):
-            fs.invalidate_cache(key)
-            found = fs.find(key, detail=True)
-        for name, info in found.items():
-            rel = _under(name, key)
-            if rel is not None and f"{root}/{rel}" in wanted:
-                infos[f"{root}/{rel}"] = info
-    by_folder: dict[str, list[str]] = {}
-    for url in urls:
-        if url not in infos:
-            by_folder.setdefault(_url_parent(url), []).append(url)
-    for folder, members in by_folder.items():
-        fs, key = _remote_file(folder, options)
-        if folder.lower().startswith(("http://", "https://")):
-            for url in members:
-                with remote_errors(url):
-                    try:
-                        infos[url] = fs.info(_remote_file(url, options)[1])
-                    except FileNotFoundError:
-                        pass
-            continue
-        with remote_errors(members[0]):
-            fs.invalidate_cache(key)
-            try:
-                listed = fs.ls(key, detail=True)
-            except FileNotFoundError as e:
-                if _names_container(e):
-                    raise
-                continue  # no such folder: none of its files exist
-        by_name = {posixpath.basename(str(info["name"]).rstrip("/")): info for info in listed}
-        for url in members:
-            info = by_name.get(posixpath.basename(url))
-            if info is not None:
-                infos[url] = info
-    return infos
-
-
 def _check_url(url: str, kind: _Kind, info: Mapping[str, Any] | None) -> None:
     """:func:`_check_file` of a URL, from its listing info (None: not listed)."""
     if info is None:
@@ -1016,52 +957,3 @@ def _check_url(url: str, kind: _Kind, info: Mapping[str, Any] | None) -> None:
         raise WeightmapsError(f"{url}: not a file")
     if file_suffix(url) not in kind.suffixes:
         raise WeightmapsError(f"{url}: not {kind.a_noun} file (expected one of {', '.join(kind.suffixes)})")
-
-
-def _version(info: Mapping[str, Any]) -> str:
-    """What changes when a remote file is rewritten: its ETag, else its modification time."""
-    for name in _VERSION_FIELDS:
-        value = info.get(name)
-        if value is not None:
-            return f"{name}={value}"
-    return ""
-
-
-def _normalize_url(url: str) -> str:
-    """``scheme://host/a/./b/../c/`` -> ``scheme://host/a/c``: one spelling per file."""
-    scheme, _, rest = url.partition("://")
-    host, sep, path = rest.partition("/")
-    path = posixpath.normpath("/" + path) if sep and path else ""
-    return f"{scheme}://{host}{path.rstrip('/')}"
-
-
-def _url_parent(url: str) -> str:
-    """The folder of a file URL (``s3://b/x/a.png`` -> ``s3://b/x``; ``s3://b/a`` -> ``s3://b``)."""
-    scheme, _, rest = url.rstrip("/").partition("://")
-    return f"{scheme}://{rest.rpartition('/')[0]}" if "/" in rest else f"{scheme}://{rest}"
-
-
-def _url_join(base: str, entry: str) -> str:
-    """A list line resolved against the list's folder URL (a leading "/": the bucket's root)."""
-    if entry.startswith("/"):
-        scheme, _, rest = base.partition("://")
-        return _normalize_url(f"{scheme}://{rest.split('/', 1)[0]}{entry}")
-    return _normalize_url(f"{base}/{entry}")
-
-
-def _url_relative(url: str, root: str) -> str:
-    """``url`` relative to the folder URL ``root`` ("scheme://" alone: relative to the host)."""
-    if root.endswith("://"):
-        return url[len(root):]
-    rel = url[len(root):].lstrip("/") if url.startswith(root + "/") else None
-    if rel is None:
-        raise WeightmapsError(f"{url}: not under {root}")
-    return rel
-
-
-def _under(name: str, key: str) -> str | None:
-    """The path of listed ``name`` below folder ``key``, or None when it is not below it."""
-    name, key = name.rstrip("/"), key.rstrip("/")
-    if key and not name.startswith(key + "/"):
-        return None
-    return name[len(key) + 1:] if key else name

@@ -58,7 +58,7 @@ from zarr.codecs import ZstdCodec
 
 from weightmaps._version import __version__
 from weightmaps.errors import ResumeMismatchError, SampleNotFoundError, StoreExistsError, WeightmapsError
-from weightmaps.layout import CHUNK_ELEMENTS, MAX_MAP_NDIM, Layout, ShardTask, plan_layout, tasks_of
+from weightmaps.layout import CHUNK_ELEMENTS, MAX_MAP_NDIM, ShardTask, plan_layout, tasks_of
 from weightmaps.location import Location
 from weightmaps.params import MapParams
 
