@@ -298,3 +298,19 @@ def test_sdf_maps_on_the_cluster_equal_in_process(client: Any, masks: Path, tmp_
     compute_on_dask(client, str(masks), tmp_path / "dask.zarr", **args)
     assert_same_store(tmp_path / "local.zarr", tmp_path / "dask.zarr")
     assert open_store(tmp_path / "dask.zarr").shape(0) == (3, *SHAPE)
+
+
+def test_masks_and_store_in_a_bucket(client: Any, masks: Path, reference: Path, s3_server: Any, s3_bucket: str) -> None:
+    """Workers get the sources and the writer as URLs and storage options, and open their own
+    filesystems: the store in the bucket equals the in-process store of the local masks."""
+    s3_server.filesystem().put(f"{masks}/", f"{s3_bucket}/masks/", recursive=True)
+    url = f"s3://{s3_bucket}/w.zarr"
+    result = compute_on_dask(client, f"s3://{s3_bucket}/masks/", url, storage_options=s3_server.storage_options,
+                             **ARGS)
+    assert (result.n_samples, result.n_computed) == (N, N)
+    x, y = open_store(url, s3_server.storage_options), open_store(reference)
+    assert x.complete and x.ids == y.ids
+    for i in range(len(x)):
+        np.testing.assert_array_equal(x[i], y[i])
+    # the same but for the inputs' fingerprint (sizes and ETags there, sizes and mtimes here)
+    assert {**_attributes(x._meta), "fingerprint": None} == {**_attributes(y._meta), "fingerprint": None}
