@@ -273,3 +273,16 @@ def test_dataloader_workers_read_images_masks_and_store_from_the_bucket(
                 assert torch.equal(batch[key][k], want[key]), (sid, key)
             seen.append(sid)
     assert sorted(seen) == sorted(local.ids)
+
+
+def test_a_bucket_named_bucket_is_not_a_missing_bucket(s3_server: S3Server, dataset: Path, local_store: Path) -> None:
+    """'Is the bucket missing?' is read from the error's words, never from the path: a prefix with
+    no zarr metadata in s3://my-bucket-... once read as a missing bucket."""
+    bucket = f"my-bucket-{os.getpid()}"
+    fs = s3_server.filesystem()
+    fs.mkdir(bucket)
+    fs.put(f"{dataset}/masks/", f"{bucket}/cells/masks/", recursive=True)
+    url = f"s3://{bucket}/cells.zarr"
+    wm.compute(f"s3://{bucket}/cells/masks/", url, sigma=2.0, device="cpu", workers=1, samples_per_shard=4,
+               storage_options=s3_server.storage_options)
+    _same_maps(open_store(url, s3_server.storage_options), open_store(local_store))

@@ -50,10 +50,15 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     return fs, fs._strip_protocol(url)
 
 
+# What the filesystems say when the bucket itself is missing (S3 and its clones, GCS, Azure): the
+# error's words, never the path, which may well contain "bucket" (s3://my-bucket/...).
+_MISSING_CONTAINER = ("nosuchbucket", "bucket does not exist", "containernotfound", "container does not exist")
+
+
 def names_container(exc: BaseException) -> bool:
     """True when a FileNotFoundError says the bucket (container) is missing, not just the file."""
-    text = str(exc).lower()
-    return "bucket" in text or "container" in text
+    text = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None).lower()
+    return any(words in text for words in _MISSING_CONTAINER)
 
 
 def fetch(url: str, storage_options: Mapping[str, Any] | None = None, *, start: int | None = None,
