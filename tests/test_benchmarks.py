@@ -230,3 +230,17 @@ def test_sdf_benchmark_baseline_is_one_hot2dist() -> None:
     np.testing.assert_array_equal(bench.one_hot2dist(labels, 4), one_hot2dist(labels, 4))
     np.testing.assert_allclose(weightmaps.signed_distance(labels, num_classes=4, device="cpu"),
                                bench.one_hot2dist(labels, 4), rtol=1e-5, atol=1e-5)
+
+
+def test_object_storage_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/object_storage.py end to end at a tiny size: every variant timed, maps equal to disk."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "object_storage.py"), "--out", str(tmp_path),
+                           "--n", "12", "--side", "32", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [path] = tmp_path.glob("object-storage-cpu-*.json")
+    report = json.loads(path.read_text())
+    assert set(report["masks_per_s"]) == {"disk", "s3 out", "s3 all"}
+    assert all(v > 0 for v in report["masks_per_s"].values()) and all(report["maps_equal_to_disk"].values())

@@ -212,8 +212,9 @@ class Location:
     def publish_json(self, rel: str, value: Any, *, exclusive: bool = False) -> bool:
         """Write a whole JSON file at once (see :func:`weightmaps._files.publish_json`).
 
-        ``exclusive``: only where none exists; False when one did. In an object store that is a
-        conditional PUT, which the filesystem must support (s3fs does; one that does not raises).
+        ``exclusive``: only where none exists; False when one did. On S3 that is a conditional PUT
+        (``If-None-Match: *``), atomic; fsspec's default for other filesystems checks, then
+        writes (a window of milliseconds between two runs); one that cannot at all raises.
         """
         if self.is_local:
             return publish_json(Path(self.key(rel)), value, exclusive=exclusive)
