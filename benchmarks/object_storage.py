@@ -11,6 +11,8 @@ whole ``weightmaps.compute`` run (CPU, all cores, PNG masks), in turn, ``--repea
     (disk)   local masks → local store
     (s3 out) local masks → store in the bucket
     (s3 all) masks in the bucket → store in the bucket
+    (s3 all +N ms) the same through a proxy that holds every request N ms (``--latency-ms``,
+             default 20): a real bucket's round trip, which is what overlapping requests hide
 
 Reported: median seconds and masks/s, and each ratio to (disk); maps are checked equal to (disk)'s.
 """
@@ -36,16 +38,18 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--side", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="0 leaves the proxy variant out")
     args = parser.parse_args()
 
     import numpy as np
 
     import weightmaps as wm
-    from tests.s3server import S3Server
+    from tests.s3server import LatencyProxy, S3Server
     from weightmaps.sample_data import write_dataset
     from wmbench.machine import machine_info, versions
 
     server = S3Server().start()
+    proxy = LatencyProxy(server.endpoint, args.latency_ms / 1000) if args.latency_ms > 0 else None
     work = Path(tempfile.mkdtemp(prefix="weightmaps-s3-bench-"))
     try:
         root = write_dataset(work / "data", n=args.n, shape=(args.side, args.side), num_classes=4, seed=1,
@@ -54,31 +58,38 @@ def main() -> int:
         bucket = server.new_bucket()
         fs.put(str(root / "masks"), f"{bucket}/masks", recursive=True)
         opts = server.storage_options
+        slow = {**opts, "endpoint_url": proxy.endpoint} if proxy else opts
         variants = {
-            "disk": (str(root / "masks"), lambda r: str(work / f"disk-{r}.zarr")),
-            "s3 out": (str(root / "masks"), lambda r: f"s3://{bucket}/out-{r}.zarr"),
-            "s3 all": (f"s3://{bucket}/masks/", lambda r: f"s3://{bucket}/all-{r}.zarr"),
+            "disk": (str(root / "masks"), lambda r: str(work / f"disk-{r}.zarr"), opts),
+            "s3 out": (str(root / "masks"), lambda r: f"s3://{bucket}/out-{r}.zarr", opts),
+            "s3 all": (f"s3://{bucket}/masks/", lambda r: f"s3://{bucket}/all-{r}.zarr", opts),
         }
+        if proxy:
+            variants[f"s3 all +{args.latency_ms:g} ms"] = (
+                f"s3://{bucket}/masks/", lambda r: f"s3://{bucket}/slow-{r}.zarr", slow)
         seconds: dict[str, list[float]] = {k: [] for k in variants}
         for r in range(args.repeats):
-            for name, (inputs, out) in variants.items():
+            for name, (inputs, out, options) in variants.items():
                 start = time.perf_counter()
-                wm.compute(inputs, out(r), sigma=3.0, device="cpu", storage_options=opts)
+                wm.compute(inputs, out(r), sigma=3.0, device="cpu", storage_options=options)
                 seconds[name].append(time.perf_counter() - start)
                 print(f"run {r + 1}/{args.repeats} ({name}): {seconds[name][-1]:.2f} s", file=sys.stderr)
         reference = wm.open_store(variants["disk"][1](0))
         equal = {}
-        for name, (_, out) in variants.items():
+        for name, (_, out, _) in variants.items():
             store = wm.open_store(out(0), opts)
             equal[name] = all(np.array_equal(store[i], reference[i]) for i in reference.ids)
         median = {k: statistics.median(v) for k, v in seconds.items()}
         report: dict[str, Any] = {
             "date": time.strftime("%Y-%m-%d"), "machine": machine_info(), "versions": versions(),
-            "n": args.n, "side": args.side, "repeats": args.repeats, "seconds": seconds,
+            "n": args.n, "side": args.side, "repeats": args.repeats, "latency_ms": args.latency_ms,
+            "seconds": seconds,
             "median_s": median, "masks_per_s": {k: args.n / v for k, v in median.items()},
             "ratio_to_disk": {k: median["disk"] / v for k, v in median.items()}, "maps_equal_to_disk": equal,
         }
     finally:
+        if proxy:
+            proxy.stop()
         server.stop()
     tag = f"object-storage-cpu-{report['date']}"
     args.out.mkdir(parents=True, exist_ok=True)

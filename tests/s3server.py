@@ -85,3 +85,50 @@ class S3Server:
         name = f"wm-{uuid.uuid4().hex[:12]}"
         self.filesystem().mkdir(name)
         return name
+
+
+class LatencyProxy:
+    """An HTTP proxy in front of ``target`` that holds every request ``delay_s`` first: a bucket's
+    round trip (tens of ms on a real network), which moto on 127.0.0.1 does not have. For
+    measuring what overlapping requests buys; the tests never time anything."""
+
+    def __init__(self, target: str, delay_s: float) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        host = urlsplit(target)
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                time.sleep(delay_s)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+                upstream.request(self.command, self.path, body=body, headers=dict(self.headers))
+                reply = upstream.getresponse()
+                data = reply.read()
+                self.send_response(reply.status, reply.reason)
+                for name, value in reply.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()

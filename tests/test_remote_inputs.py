@@ -336,3 +336,28 @@ def test_http_read_only_urls_from_a_web_server(local_data: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_prefetched_samples_are_read_from_the_fetched_bytes_then_dropped(
+    local_data: Path, s3_server: Any, s3_bucket: str
+) -> None:
+    """One round of GETs for many samples: inside the block a read takes the fetched bytes (so it
+    still reads a file deleted meanwhile), after it reads the bucket again; a file that failed to
+    prefetch fails its read with the usual message."""
+    fs = s3_server.filesystem()
+    fs.put(f"{local_data}/masks/", f"{s3_bucket}/masks/", recursive=True)
+    source = open_source(f"s3://{s3_bucket}/masks/", storage_options=s3_server.storage_options)
+    local = open_source(local_data / "masks")
+    assert source.remote and not local.remote
+    pngs = [i for i, sid in enumerate(source.ids) if sid.startswith("sample_")]
+    with source.prefetched(pngs):
+        fs.rm(f"{s3_bucket}/masks/{source.ids[pngs[0]]}.png")
+        np.testing.assert_array_equal(source.read(pngs[0]), local.read(pngs[0]))
+        with pytest.raises(WeightmapsError, match="no such file"):
+            source.read(pngs[0])  # taken once: the second read goes to the bucket
+    for i in pngs[1:]:
+        np.testing.assert_array_equal(source.read(i), local.read(i))
+    with source.prefetched(pngs), pytest.raises(WeightmapsError, match=f"{source.ids[pngs[0]]}.png: no such file"):
+        source.read(pngs[0])
+    with local.prefetched(range(len(local))):  # local files: nothing to fetch
+        np.testing.assert_array_equal(local.read(0), local.read(0))

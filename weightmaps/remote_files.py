@@ -9,14 +9,16 @@ protocol become a :class:`~weightmaps.errors.WeightmapsError` naming the URL.
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from weightmaps.errors import WeightmapsError
-from weightmaps.location import Location, remote_errors
+from weightmaps.location import Location, freeze_options, remote_errors
 
-__all__ = ["fetch", "filesystem", "infos", "names_container", "normalize_url", "under", "url_join",
+__all__ = ["fetch", "filesystem", "prefetched", "infos", "names_container", "normalize_url", "under", "url_join",
            "url_parent", "url_relative", "version"]
 
 # Version fields of an fsspec info dict, best first: an ETag (S3, GCS, Azure, HTTP) or checksum,
@@ -71,6 +73,11 @@ def fetch(url: str, storage_options: Mapping[str, Any] | None = None, *, start: 
         ``f"{url}: no such file"``; a missing bucket, refused access, an unreachable endpoint:
         the URL and the cause (:func:`weightmaps.location.remote_errors`).
     """
+    if start is None and end is None:
+        with _PREFETCH_LOCK:
+            data = _PREFETCHED.pop((url, freeze_options(storage_options or {})), None)
+        if data is not None:
+            return data
     fs, key = filesystem(url, storage_options)
     with remote_errors(url):
         try:
@@ -80,6 +87,44 @@ def fetch(url: str, storage_options: Mapping[str, Any] | None = None, *, start: 
                 raise
             raise WeightmapsError(f"{url}: no such file") from e
     return bytes(data)
+
+
+# Files fetched ahead by `prefetched`, taken (once) by `fetch`: (url, frozen options) -> bytes.
+_PREFETCHED: dict[tuple[str, tuple[tuple[str, str], ...]], bytes] = {}
+_PREFETCH_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def prefetched(urls: Sequence[str], storage_options: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Fetch ``urls`` together (one round of concurrent GETs), for :func:`fetch` to take in the
+    ``with`` block; whatever is not taken is dropped at its end.
+
+    A worker that reads a shard's masks one GET after another waits one round trip per mask; an
+    object store answers many at once. A file that fails here is simply not prefetched: its
+    :func:`fetch` fetches it again and raises what it raises, named, in its turn.
+    """
+    frozen = freeze_options(storage_options or {})
+    taken: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    buckets: dict[str, tuple[Any, dict[str, str]]] = {}  # bucket -> (filesystem, {key: url})
+    for url in urls if len(urls) > 1 else ():
+        fs, key = filesystem(url, storage_options)
+        buckets.setdefault(Location.for_filesystem(url).url, (fs, {}))[1][key] = url
+    for fs, by_key in buckets.values():
+        try:
+            found = fs.cat(list(by_key), on_error="return")
+        except Exception:  # noqa: BLE001 (any failure here is only a missed prefetch: fetch says why)
+            continue
+        with _PREFETCH_LOCK:
+            for key, data in found.items():
+                if isinstance(data, (bytes, bytearray)) and key in by_key:
+                    _PREFETCHED[(by_key[key], frozen)] = bytes(data)
+                    taken.append((by_key[key], frozen))
+    try:
+        yield
+    finally:
+        with _PREFETCH_LOCK:
+            for entry in taken:
+                _PREFETCHED.pop(entry, None)
 
 
 def infos(

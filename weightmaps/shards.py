@@ -83,17 +83,19 @@ def decode_shard(task: ShardTask, source: MaskSource, settings: ShardSettings) -
 
     masks = []
     digests = []
-    for index, shape in zip(task.sample_indices, task.shapes, strict=True):
-        i = settings.source_index(index)
-        labels = source.read(i)
-        shape = settings.params.mask_shape(shape)
-        if tuple(labels.shape) != shape:
-            raise WeightmapsError(
-                f"{source.describe(i)}: shape {tuple(labels.shape)} differs from {shape} "
-                "seen by the scan; did the input change during the run?"
-            )
-        masks.append(labels)
-        digests.append(mask_digest(labels))
+    # Remote masks: the shard's files in one round of concurrent GETs, not one round trip each.
+    with source.prefetched([settings.source_index(index) for index in task.sample_indices]):
+        for index, shape in zip(task.sample_indices, task.shapes, strict=True):
+            i = settings.source_index(index)
+            labels = source.read(i)
+            shape = settings.params.mask_shape(shape)
+            if tuple(labels.shape) != shape:
+                raise WeightmapsError(
+                    f"{source.describe(i)}: shape {tuple(labels.shape)} differs from {shape} "
+                    "seen by the scan; did the input change during the run?"
+                )
+            masks.append(labels)
+            digests.append(mask_digest(labels))
     return masks, digests
 
 

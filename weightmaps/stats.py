@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import functools
 import logging
 import os
 import time
@@ -306,11 +307,24 @@ def _scan_on_threads(
     source: MaskSource, indices: range, checks: ScanChecks, threads: int
 ) -> Iterator[tuple[int, ScanOutcome]]:
     with cf.ThreadPoolExecutor(threads, thread_name_prefix="weightmaps-scan") as pool:
+        if source.remote:
+            # A thread per mask would wait a round trip per mask: a chunk's GETs go out together.
+            chunks = [indices[start:start + _SCAN_CHUNK] for start in range(0, len(indices), _SCAN_CHUNK)]
+            for chunk, future in bounded_map(pool, functools.partial(_scan_many, source, checks=checks), chunks,
+                                             threads * 2):
+                yield from zip(chunk, future.result(), strict=True)
+            return
+
         def one(i: int) -> ScanOutcome:
             return scan_or_problem(source, i, checks)
 
         for i, future in bounded_map(pool, one, indices, threads * _SCAN_WINDOW_PER_THREAD):
             yield i, future.result()
+
+
+def _scan_many(source: MaskSource, indices: range, checks: ScanChecks) -> list[ScanOutcome]:
+    with source.prefetched(indices):  # remote masks: one round of concurrent GETs for them all
+        return [scan_or_problem(source, i, checks) for i in indices]
 
 
 # The source of a scan worker process, set once by the pool initializer so that each task
@@ -325,7 +339,7 @@ def _init_scan_worker(source: MaskSource, driver: int) -> None:
 
 
 def _scan_chunk(indices: range, checks: ScanChecks) -> list[ScanOutcome]:
-    return [scan_or_problem(_SCAN_SOURCE, i, checks) for i in indices]
+    return _scan_many(_SCAN_SOURCE, indices, checks)
 
 
 def _scan_on_processes(
