@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("s3fs")
@@ -286,3 +287,26 @@ def test_a_bucket_named_bucket_is_not_a_missing_bucket(s3_server: S3Server, data
     wm.compute(f"s3://{bucket}/cells/masks/", url, sigma=2.0, device="cpu", workers=1, samples_per_shard=4,
                storage_options=s3_server.storage_options)
     _same_maps(open_store(url, s3_server.storage_options), open_store(local_store))
+
+
+def test_stats_and_monai_loading_from_the_bucket(s3_server: S3Server, bucket_dataset: tuple[str, str],
+                                                 dataset: Path, local_store: Path) -> None:
+    data, url = bucket_dataset
+    opts = [f"--storage-option=endpoint_url={s3_server.endpoint}", "--storage-option=key=testing",
+            "--storage-option=secret=testing"]
+    code, out, err = run("stats", f"{data}/masks/", "--json", "--no-progress", *opts)
+    assert code == 0, err
+    code_local, out_local, _ = run("stats", dataset / "masks", "--json", "--no-progress")
+    remote_stats, local_stats = json.loads(out), json.loads(out_local)
+    assert remote_stats["class_counts"] == local_stats["class_counts"] and remote_stats["n_samples"] == 12
+
+    pytest.importorskip("monai")
+    from weightmaps.monai import LoadWeightMapd
+    from weightmaps.readers import read_mask
+
+    load = LoadWeightMapd(url, id_key="id", label_key="label", storage_options=s3_server.storage_options)
+    local = open_store(local_store)
+    for sid in local.ids[:3]:
+        label = read_mask(dataset / "masks" / f"{sid}.png")[None]
+        got = load({"id": sid, "label": label})["weight"]
+        np.testing.assert_array_equal(np.asarray(got)[0], local[sid])
