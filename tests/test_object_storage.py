@@ -310,3 +310,22 @@ def test_stats_and_monai_loading_from_the_bucket(s3_server: S3Server, bucket_dat
         label = read_mask(dataset / "masks" / f"{sid}.png")[None]
         got = load({"id": sid, "label": label})["weight"]
         np.testing.assert_array_equal(np.asarray(got)[0], local[sid])
+
+
+def test_distance_store_in_the_bucket_with_another_bucket_store_s_class_weights(
+    s3_server: S3Server, bucket_dataset: tuple[str, str], dataset: Path, local_store: Path
+) -> None:
+    """σ and φ chosen at load time, φ from a store in the bucket (both by URL)."""
+    pytest.importorskip("torch")
+    from weightmaps.torch import WeightMapDataset
+
+    data, bressan = bucket_dataset
+    distance = bressan.replace("w.zarr", "d.zarr")
+    wm.compute(f"{data}/masks/", distance, kind="distance", device="cpu", workers=1,
+               storage_options=s3_server.storage_options)
+    ds = WeightMapDataset(dataset / "images", dataset / "masks", distance, sigma=2.0, class_weights=bressan,
+                          storage_options=s3_server.storage_options)
+    local = open_store(local_store)
+    for k in range(3):
+        sample = ds[k]
+        np.testing.assert_allclose(sample["weight"].numpy(), local[sample["id"]], rtol=1e-6)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from weightmaps.engine import weight_from_distance
 from weightmaps.errors import WeightmapsError
+from weightmaps.location import is_url
 from weightmaps.params import MapParams
 
 __all__ = [
@@ -145,7 +146,7 @@ class WeightMapDataset(torch.utils.data.Dataset):
             )
         self._params = store.params
         self._key = {"distance": "distance", "sdf": "sdf"}.get(self._params.kind, "weight")
-        self._derive = _derived_weights(store, sigma, class_weights)
+        self._derive = _derived_weights(store, sigma, class_weights, self._storage_options)
         if label_map is None:  # the label map the store was computed with, if any
             label_map = store.params.label_map
         # Masks are read as the store's run read them: its label map and float-label rule.
@@ -234,7 +235,8 @@ class WeightMapDataset(torch.utils.data.Dataset):
 
 
 def _derived_weights(
-    store: Any, sigma: float | None, class_weights: str | os.PathLike[str] | Mapping[int, float] | None
+    store: Any, sigma: float | None, class_weights: str | os.PathLike[str] | Mapping[int, float] | None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[float, dict[int, float]] | None:
     """σ and φ to derive weights with at load time (a distance store), or None."""
     kind = store.params.kind
@@ -255,7 +257,12 @@ def _derived_weights(
     sigma = check_sigma(sigma)
     if class_weights is None:
         return sigma, dict(store.class_weights)  # those the run recorded (its --class-weights)
-    if isinstance(class_weights, (str, os.PathLike)) and os.path.isdir(class_weights):
+    if isinstance(class_weights, str) and is_url(class_weights):  # another store, in object storage
+        from weightmaps.store import open_store
+
+        weights, _ = resolve_class_weights("balanced", store.class_counts,
+                                           class_weights_from=open_store(class_weights, storage_options))
+    elif isinstance(class_weights, (str, os.PathLike)) and os.path.isdir(class_weights):
         weights, _ = resolve_class_weights("balanced", store.class_counts, class_weights_from=class_weights)
     else:
         weights, _ = resolve_class_weights(class_weights if not isinstance(class_weights, os.PathLike)
