@@ -329,3 +329,20 @@ def test_distance_store_in_the_bucket_with_another_bucket_store_s_class_weights(
     for k in range(3):
         sample = ds[k]
         np.testing.assert_allclose(sample["weight"].numpy(), local[sample["id"]], rtol=1e-6)
+
+
+def test_preview_of_a_mask_and_image_in_the_bucket(s3_server: S3Server, bucket_dataset: tuple[str, str],
+                                                   tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    data, store = bucket_dataset
+    opts = [f"--storage-option=endpoint_url={s3_server.endpoint}", "--storage-option=key=testing",
+            "--storage-option=secret=testing"]
+    figure = tmp_path / "p.png"
+    code, _, err = run("preview", f"{data}/masks/sample_00001.png", "--image", f"{data}/images/sample_00001.png",
+                       "--sigma", "2", "--class-weights-from", store, "--out", figure, "--device", "cpu", *opts)
+    assert code == 0, err
+    assert figure.stat().st_size > 10_000
+    code, _, err = run("preview", f"{data}/masks/nothing.png", "--sigma", "2", "--out", figure, *opts)
+    assert code == 2 and f"{data}/masks/nothing.png: no such file" in err
+    code, _, err = run("preview", tmp_path / "nothing.png", "--sigma", "2", "--out", figure)
+    assert code == 2 and "does not exist" in err

@@ -20,6 +20,7 @@ from weightmaps.cli.options import (
     map_opts,
     sigma_opt,
     spacing_opt,
+    storage_options_opt,
     verbosity_opts,
 )
 
@@ -60,10 +61,19 @@ def _check_figure_suffix(ctx: click.Context, param: click.Parameter, value: str)
     return value
 
 
+def _file_or_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A local file that must exist, or a URL (s3://..., read with --storage-option)."""
+    from weightmaps.location import is_url
+
+    if value is None or is_url(value):
+        return value
+    return str(click.Path(exists=True, dir_okay=False).convert(value, param, ctx))
+
+
 @click.command("preview")
-@click.argument("mask", metavar="MASK", type=click.Path(exists=True, dir_okay=False))
-@click.option("--image", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The image the mask labels, drawn under the mask.")
+@click.argument("mask", metavar="MASK", callback=_file_or_url)
+@click.option("--image", default=None, callback=_file_or_url,
+              help="The image the mask labels, drawn under the mask (a file or a URL).")
 @map_opts
 @sigma_opt
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), callback=_check_figure_suffix,
@@ -78,12 +88,13 @@ def _check_figure_suffix(ctx: click.Context, param: click.Parameter, value: str)
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="With --map sdf: the channels (default: the mask's largest label + 1).")
 @click.option("--dpi", type=click.IntRange(min=30), default=120, show_default=True)
+@storage_options_opt
 @verbosity_opts
 def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, tolerance: float | None,
                 instances: str | None, sigma: float | None, out: str, class_weights: str,
                 class_weights_from: str | None, ignore_index: int | None, label_map: dict[int, int] | None,
                 spacing: tuple[float, ...] | None, connectivity: int, device: str, num_classes: int | None,
-                dpi: int) -> None:
+                dpi: int, storage_options: dict[str, Any]) -> None:
     """Draw MASK, its distance to the label edges, the uncertainty δ and the final weight w.
 
     With --map unet: the instances, the distance d1 + d2 to the two nearest instances (drawn up
@@ -101,10 +112,16 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
         raise click.ClickException("preview needs matplotlib: pip install 'weightmaps[plot]'") from None
     import numpy as np
 
+    from weightmaps.location import is_url
     from weightmaps.params import MapParams
     from weightmaps.readers import read_image, read_mask
 
-    labels = read_mask(mask, label_map=label_map)
+    labels = read_mask(mask, label_map=label_map, storage_options=storage_options)
+    weights_store: Any = class_weights_from  # a path, or a store in object storage opened here
+    if class_weights_from is not None and is_url(class_weights_from):
+        from weightmaps.store import open_store
+
+        weights_store = open_store(class_weights_from, storage_options)
     if kind == "sdf" and num_classes is None:
         num_classes = int(np.max(np.where(labels == ignore_index, 0, labels))) + 1 if ignore_index is not None \
             else int(labels.max()) + 1
@@ -112,16 +129,17 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
                        num_classes=num_classes)
     common: dict[str, Any] = {"spacing": spacing, "connectivity": connectivity, "device": device}
     if params.kind == "unet":
-        drawn, weights, maps = _unet_panels(labels, params, class_weights, class_weights_from, ignore_index, common)
+        drawn, weights, maps = _unet_panels(labels, params, class_weights, weights_store, ignore_index, common)
     elif params.kind in ("distance", "sdf"):
         drawn, weights, maps = labels, {}, _distance_panels(labels, params, ignore_index, common)
     else:
-        drawn, weights, maps = _bressan_panels(labels, float(sigma), class_weights, class_weights_from,  # type: ignore[arg-type]
+        drawn, weights, maps = _bressan_panels(labels, float(sigma), class_weights, weights_store,  # type: ignore[arg-type]
                                                ignore_index, common)
     ndim = labels.ndim
     drawn = _middle_slice(drawn, ndim)
     shown = [(name, title, _middle_slice(data, ndim), cmap, label) for name, title, data, cmap, label in maps]
-    background = _display_image(read_image(image), labels.shape, image) if image else None
+    background = _display_image(read_image(image, storage_options=storage_options), labels.shape, image) \
+        if image else None
 
     from matplotlib.colors import BoundaryNorm, ListedColormap, TwoSlopeNorm
     from matplotlib import colormaps
@@ -180,7 +198,7 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
 Panel = tuple[str, str, Any, str, str]  # name, title, data, colour map, colour bar label
 
 
-def _bressan_panels(labels: Any, sigma: float, class_weights: str, class_weights_from: str | None,
+def _bressan_panels(labels: Any, sigma: float, class_weights: str, class_weights_from: Any,
                     ignore_index: int | None, common: dict[str, Any]) -> tuple[Any, dict[int, float], list[Panel]]:
     from weightmaps import count_labels, distance_to_edges, uncertainty, weight_map
     from weightmaps.classweights import resolve_class_weights
@@ -197,7 +215,7 @@ def _bressan_panels(labels: Any, sigma: float, class_weights: str, class_weights
     ]
 
 
-def _unet_panels(labels: Any, params: Any, class_weights: str, class_weights_from: str | None,
+def _unet_panels(labels: Any, params: Any, class_weights: str, class_weights_from: Any,
                  ignore_index: int | None, common: dict[str, Any]) -> tuple[Any, dict[int, float], list[Panel]]:
     import numpy as np
 
