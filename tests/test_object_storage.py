@@ -346,3 +346,14 @@ def test_preview_of_a_mask_and_image_in_the_bucket(s3_server: S3Server, bucket_d
     assert code == 2 and f"{data}/masks/nothing.png: no such file" in err
     code, _, err = run("preview", tmp_path / "nothing.png", "--sigma", "2", "--out", figure)
     assert code == 2 and "does not exist" in err
+
+
+def test_a_bucket_gone_silent_at_the_end_does_not_hide_the_run_s_own_error(caplog: pytest.LogCaptureFixture) -> None:
+    server = S3Server().start()
+    opts = {**server.storage_options, "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}}}
+    bucket = server.new_bucket()
+    with pytest.raises(RuntimeError, match="the run's own error"), caplog.at_level("WARNING", logger="weightmaps"):
+        with store_lock(f"s3://{bucket}/w.zarr", opts):
+            server.stop()
+            raise RuntimeError("the run's own error")
+    assert "could not remove the lock" in caplog.text and ".w.zarr.weightmaps-lock" in caplog.text

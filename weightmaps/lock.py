@@ -22,20 +22,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-
-from collections.abc import Mapping
 
 from weightmaps._files import publish_json
 from weightmaps.errors import StoreLockedError, WeightmapsError
 from weightmaps.location import Location
 
 __all__ = ["lock_path", "store_lock"]
+
+log = logging.getLogger("weightmaps")
 
 
 def lock_path(store: str | os.PathLike[str]) -> Path:
@@ -111,10 +112,14 @@ def _remote_lock(store: Location) -> Iterator[str]:
     try:
         yield url
     finally:
-        # Only our own lock: never delete one another run created after a take-over race.
-        holder = parent.read_json(lock_name)
-        if isinstance(holder, dict) and holder.get("uid") == me["uid"]:
-            parent.delete(lock_name)
+        # Only our own lock: never delete one another run created after a take-over race. A
+        # bucket that stopped answering must not hide why the run ended: say so, and go on.
+        try:
+            holder = parent.read_json(lock_name)
+            if isinstance(holder, dict) and holder.get("uid") == me["uid"]:
+                parent.delete(lock_name)
+        except WeightmapsError as exc:
+            log.warning("could not remove the lock %s (%s); delete it before the next run", url, exc)
 
 
 def _acquire(lock: Path, store: str) -> None:
