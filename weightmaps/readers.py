@@ -200,27 +200,40 @@ def read_spacing(path: str, *, storage_options: Mapping[str, Any] | None = None)
 
 
 def _load(path: str, *, mask: bool, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
-    if is_url(path):
-        return _load_remote(path, mask=mask, storage_options=storage_options)
+    """Decode one file, local or remote (fetched whole, once); messages name ``path``."""
     suffix = file_suffix(path)
-    if not os.path.isfile(path):
+    source: str | io.BytesIO = path
+    if is_url(path):
+        if suffix not in IMAGE_SUFFIXES:
+            # Nothing to decode: say what a local file would say without downloading it.
+            fs, key = remote_files.filesystem(path, storage_options)
+            with remote_errors(path):
+                if not fs.isfile(key):
+                    raise WeightmapsError(f"{path}: no such file")
+            raise WeightmapsError(f"{path}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
+        source = io.BytesIO(remote_files.fetch(path, storage_options))
+    elif not os.path.isfile(path):
         raise WeightmapsError(f"{path}: no such file")
     nib = _nibabel(path) if suffix in _NIFTI_SUFFIXES else None
     try:
         if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
-            return _read_pil(path, path, mask=mask)
+            return _read_pil(source, path, mask=mask)
         if suffix in (".tif", ".tiff"):
-            return _read_tiff(path, path, mask=mask)
+            return _read_tiff(source, path, mask=mask)
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
+            return np.load(source, allow_pickle=False)
         if nib is not None:
-            return np.asanyarray(nib.load(path).dataobj)
+            if isinstance(source, str):
+                return np.asanyarray(nib.load(path).dataobj)
+            data = gzip.decompress(source.getvalue()) if suffix == ".nii.gz" else source.getvalue()
+            return np.asanyarray(_nifti_class(nib, data).from_bytes(data).dataobj)
     except WeightmapsError:
         raise
     except MemoryError:
         raise
     except Exception as e:  # each library has its own exceptions for corrupt files
-        raise WeightmapsError(f"{path}: cannot read: {e}") from e
+        # A library that names its file names the buffer of a remote one: name the URL instead.
+        raise WeightmapsError(f"{path}: cannot read: {str(e).replace(repr(source), repr(path))}") from e
     raise WeightmapsError(f"{path}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
 
 
@@ -293,40 +306,6 @@ def _nibabel(path: str) -> Any:
 # bytes to inflate that much (a header compresses poorly, so a few hundred bytes do).
 _NIFTI_HEADER_BYTES = 540
 _NIFTI_GZ_PREFIX = 16 * 1024
-
-
-def _load_remote(url: str, *, mask: bool, storage_options: Mapping[str, Any] | None) -> np.ndarray:
-    """:func:`_load` of a URL: the same checks in the same order, the file fetched once."""
-    suffix = file_suffix(url)
-    if suffix not in IMAGE_SUFFIXES:
-        # Nothing to decode: say what a local file would say without downloading it.
-        fs, key = remote_files.filesystem(url, storage_options)
-        with remote_errors(url):
-            if not fs.isfile(key):
-                raise WeightmapsError(f"{url}: no such file")
-        raise WeightmapsError(f"{url}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
-    data = remote_files.fetch(url, storage_options)
-    nib = _nibabel(url) if suffix in _NIFTI_SUFFIXES else None
-    buffer = io.BytesIO(data)
-    try:
-        if suffix in (".png", ".jpg", ".jpeg", ".bmp"):
-            return _read_pil(buffer, url, mask=mask)
-        if suffix in (".tif", ".tiff"):
-            return _read_tiff(buffer, url, mask=mask)
-        if suffix == ".npy":
-            return np.load(buffer, allow_pickle=False)
-        if nib is not None:
-            if suffix == ".nii.gz":
-                data = gzip.decompress(data)
-            return np.asanyarray(_nifti_class(nib, data).from_bytes(data).dataobj)
-    except WeightmapsError:
-        raise
-    except MemoryError:
-        raise
-    except Exception as e:  # each library has its own exceptions for corrupt files
-        # A library that names its file names the buffer: name the URL, as it names a path.
-        raise WeightmapsError(f"{url}: cannot read: {str(e).replace(repr(buffer), repr(url))}") from e
-    raise WeightmapsError(f"{url}: not a mask file (expected one of {', '.join(MASK_SUFFIXES)})")
 
 
 def _nifti_class(nib: Any, header: bytes) -> Any:

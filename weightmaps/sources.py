@@ -32,7 +32,7 @@ import json
 import os
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -636,15 +636,11 @@ def _checked_files(
     files: Sequence[str], kind: _Kind, options: Mapping[str, Any] | None = None
 ) -> tuple[list[str], list[BadSample]]:
     """The files that exist and have a suffix of ``kind``, and a bad input for each other one."""
-    urls = [f for f in files if is_url(f)]
-    infos = remote_files.infos(urls, (), options) if urls else {}
+    check = _file_checker(files, kind, options)
     good, problems = [], []
     for f in files:
         try:
-            if is_url(f):
-                _check_url(f, kind, infos.get(f))
-            else:
-                _check_file(f, kind)
+            check(f)
         except WeightmapsError as exc:
             if is_url(f):
                 problems.append(BadSample(_strip_suffix(posixpath.basename(f)), f, _reason(exc, f)))
@@ -781,15 +777,11 @@ def _read_list_file(
         else:
             p = os.path.join(base, os.path.expanduser(entry))
         named.append((lineno, p))
-    urls = [p for _, p in named if is_url(p)]
-    infos = remote_files.infos(urls, (), options) if urls else {}
+    check = _file_checker([p for _, p in named], kind, options)
     files, problems = [], []
     for lineno, p in named:
         try:
-            if is_url(p):
-                _check_url(p, kind, infos.get(p))
-            else:
-                _check_file(p, kind)
+            check(p)
         except WeightmapsError as e:
             problems.append(BadSample(f"{list_path}:{lineno}", None, str(e)))  # "<list>:<line>: <file>: why"
             continue
@@ -797,6 +789,21 @@ def _read_list_file(
     if not files and not problems:
         raise WeightmapsError(f"{list_path}: the list file names no {kind.noun} files")
     return files, problems
+
+
+def _file_checker(files: Sequence[str], kind: _Kind, options: Mapping[str, Any] | None) -> Callable[[str], None]:
+    """``check(f)`` for each of ``files``: :func:`_check_file`, or :func:`_check_url` from one
+    round of listings of the URLs among them (not a request per file)."""
+    urls = [f for f in files if is_url(f)]
+    infos = remote_files.infos(urls, (), options) if urls else {}
+
+    def check(f: str) -> None:
+        if is_url(f):
+            _check_url(f, kind, infos.get(f))
+        else:
+            _check_file(f, kind)
+
+    return check
 
 
 def _check_file(path: str, kind: _Kind) -> None:
