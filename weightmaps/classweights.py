@@ -13,16 +13,13 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from weightmaps.backend import array_module, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.validation import check_labels
-
-if TYPE_CHECKING:
-    from weightmaps.store import WeightStore
 
 __all__ = [
     "SCHEMES",
@@ -280,8 +277,9 @@ def resolve_class_weights(
     counts: Mapping[int, int],
     *,
     scheme_params: Mapping[str, float] | None = None,
-    class_weights_from: str | os.PathLike[str] | WeightStore | None = None,
+    class_weights_from: str | os.PathLike[str] | None = None,
     image_pixels: Mapping[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[int, float], dict[str, Any]]:
     """The class weights for a run, and a JSON-ready record of where they came from.
 
@@ -290,7 +288,7 @@ def resolve_class_weights(
     the weights of that store, e.g. the training set's for a validation set; it replaces the
     default scheme but conflicts with any other ``spec``. Every label in ``counts`` must have
     a weight. ``image_pixels`` (from the scan) gives the ``"median"`` scheme Eigen & Fergus's
-    per-class frequencies.
+    per-class frequencies. ``storage_options``: where ``class_weights_from`` is a URL.
 
     Examples
     --------
@@ -304,13 +302,11 @@ def resolve_class_weights(
             raise WeightmapsError(
                 f"give class weights either as {spec!r} or from the store {str(class_weights_from)!r}, not both"
             )
-        from weightmaps.store import WeightStore, open_store
+        from weightmaps.store import open_store
 
-        # A path, or a store opened already (one in object storage, with its storage options).
-        store = class_weights_from if isinstance(class_weights_from, WeightStore) else open_store(class_weights_from)
+        store = open_store(class_weights_from, storage_options)
         weights = {int(k): float(v) for k, v in store.class_weights.items()}
-        where = store.location.url if isinstance(class_weights_from, WeightStore) else str(class_weights_from)
-        record: dict[str, Any] = {"source": "store", "path": where}
+        record: dict[str, Any] = {"source": "store", "path": str(class_weights_from)}
     elif spec is None or (isinstance(spec, str) and spec in SCHEMES):
         scheme = spec or "balanced"
         params = dict(scheme_params or {})

@@ -38,7 +38,7 @@ from weightmaps.classweights import resolve_class_weights
 from weightmaps.engine import OUTPUT_DTYPES, class_weight_table
 from weightmaps.errors import BadSample, ResumeMismatchError, StoreExistsError, WeightmapsError
 from weightmaps.layout import plan_layout, summarize_shapes
-from weightmaps.location import Location, is_url
+from weightmaps.location import Location
 from weightmaps.lock import store_lock
 from weightmaps.params import UNET_FIELDS, WEIGHT_KINDS, MapParams
 from weightmaps.shards import (
@@ -357,9 +357,8 @@ def compute(
     # 2. class weights
     weights, weights_record = resolve_class_weights(
         class_weights if not isinstance(class_weights, os.PathLike) else str(class_weights),
-        scanned.counts, scheme_params=scheme_params, class_weights_from=(
-            _open_store(class_weights_from, storage_options) if is_url(class_weights_from) else class_weights_from
-        ),
+        scanned.counts, scheme_params=scheme_params, class_weights_from=class_weights_from,
+        storage_options=storage_options,
         image_pixels=scanned.image_pixels,
     )
     if max_weight is not None:
@@ -528,12 +527,6 @@ def _finalize(
             "masks_per_second": n_computed / compute_seconds if compute_seconds > 0 else 0.0,
         },
     })
-
-
-def _open_store(where: Any, storage_options: Mapping[str, Any] | None) -> Any:
-    from weightmaps.store import open_store
-
-    return open_store(where, storage_options)
 
 
 def _plan(

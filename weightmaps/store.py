@@ -439,9 +439,10 @@ class _StoreInfo:
     def _marker_names(self) -> set[str]:
         return {n for n in self.location.list_names(_MARKERS) if n.endswith(".json") and not n.startswith(".")}
 
-    def _markers(self) -> Iterator[dict[str, Any]]:
-        # One listing and one round of reads (concurrent GETs in an object store).
-        for marker in self.location.read_many_json(_MARKERS, sorted(self._marker_names())):
+    def _markers(self, names: set[str] | None = None) -> Iterator[dict[str, Any]]:
+        # One listing (or the caller's) and one round of reads (concurrent GETs in an object store).
+        names = self._marker_names() if names is None else names
+        for marker in self.location.read_many_json(_MARKERS, sorted(names)):
             if marker is not None:
                 yield marker
 
@@ -472,7 +473,9 @@ class StoreWriter(_StoreInfo):
 
     def pending(self) -> list[ShardTask]:
         """Tasks without a marker: not yet written, or interrupted while being written."""
-        written = self._marker_names()  # one listing, not one request per shard
+        return self._pending(self._marker_names())  # one listing, not one request per shard
+
+    def _pending(self, written: set[str]) -> list[ShardTask]:
         return [t for t in self.tasks() if marker_key(t.shard).rpartition("/")[2] not in written]
 
     def write_shard(self, task: ShardTask, maps: Sequence[np.ndarray], digests: Sequence[str]) -> None:
@@ -528,12 +531,13 @@ class StoreWriter(_StoreInfo):
 
         Run once, by the driver, after every shard is written (it is the only attribute write).
         """
-        missing = [t.shard for t in self.pending()]
+        written = self._marker_names()
+        missing = [t.shard for t in self._pending(written)]
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             raise WeightmapsError(f"cannot finalize {self.path}: shards {shown} are not written")
         digests = np.zeros(len(self), dtype=np.uint64)
-        for marker in self._markers():
+        for marker in self._markers(written):
             for position, digest in zip(marker["positions"], marker["digests"], strict=True):
                 digests[position] = int(digest, 16)
         store = self.location.zarr_store(read_only=False)

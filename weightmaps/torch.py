@@ -257,13 +257,9 @@ def _derived_weights(
     sigma = check_sigma(sigma)
     if class_weights is None:
         return sigma, dict(store.class_weights)  # those the run recorded (its --class-weights)
-    if isinstance(class_weights, str) and is_url(class_weights):  # another store, in object storage
-        from weightmaps.store import open_store
-
-        weights, _ = resolve_class_weights("balanced", store.class_counts,
-                                           class_weights_from=open_store(class_weights, storage_options))
-    elif isinstance(class_weights, (str, os.PathLike)) and os.path.isdir(class_weights):
-        weights, _ = resolve_class_weights("balanced", store.class_counts, class_weights_from=class_weights)
+    if isinstance(class_weights, (str, os.PathLike)) and (is_url(class_weights) or os.path.isdir(class_weights)):
+        weights, _ = resolve_class_weights("balanced", store.class_counts, class_weights_from=class_weights,
+                                           storage_options=storage_options)
     else:
         weights, _ = resolve_class_weights(class_weights if not isinstance(class_weights, os.PathLike)
                                            else os.fspath(class_weights), store.class_counts)

@@ -112,16 +112,10 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
         raise click.ClickException("preview needs matplotlib: pip install 'weightmaps[plot]'") from None
     import numpy as np
 
-    from weightmaps.location import is_url
     from weightmaps.params import MapParams
     from weightmaps.readers import read_image, read_mask
 
     labels = read_mask(mask, label_map=label_map, storage_options=storage_options)
-    weights_store: Any = class_weights_from  # a path, or a store in object storage opened here
-    if class_weights_from is not None and is_url(class_weights_from):
-        from weightmaps.store import open_store
-
-        weights_store = open_store(class_weights_from, storage_options)
     if kind == "sdf" and num_classes is None:
         num_classes = int(np.max(np.where(labels == ignore_index, 0, labels))) + 1 if ignore_index is not None \
             else int(labels.max()) + 1
@@ -129,12 +123,13 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
                        num_classes=num_classes)
     common: dict[str, Any] = {"spacing": spacing, "connectivity": connectivity, "device": device}
     if params.kind == "unet":
-        drawn, weights, maps = _unet_panels(labels, params, class_weights, weights_store, ignore_index, common)
+        drawn, weights, maps = _unet_panels(labels, params, class_weights, class_weights_from, ignore_index, common,
+                                            storage_options)
     elif params.kind in ("distance", "sdf"):
         drawn, weights, maps = labels, {}, _distance_panels(labels, params, ignore_index, common)
     else:
-        drawn, weights, maps = _bressan_panels(labels, float(sigma), class_weights, weights_store,  # type: ignore[arg-type]
-                                               ignore_index, common)
+        drawn, weights, maps = _bressan_panels(labels, float(sigma), class_weights, class_weights_from,  # type: ignore[arg-type]
+                                               ignore_index, common, storage_options)
     ndim = labels.ndim
     drawn = _middle_slice(drawn, ndim)
     shown = [(name, title, _middle_slice(data, ndim), cmap, label) for name, title, data, cmap, label in maps]
@@ -198,13 +193,14 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
 Panel = tuple[str, str, Any, str, str]  # name, title, data, colour map, colour bar label
 
 
-def _bressan_panels(labels: Any, sigma: float, class_weights: str, class_weights_from: Any,
-                    ignore_index: int | None, common: dict[str, Any]) -> tuple[Any, dict[int, float], list[Panel]]:
+def _bressan_panels(labels: Any, sigma: float, class_weights: str, class_weights_from: str | None,
+                    ignore_index: int | None, common: dict[str, Any], storage_options: dict[str, Any],
+                    ) -> tuple[Any, dict[int, float], list[Panel]]:
     from weightmaps import count_labels, distance_to_edges, uncertainty, weight_map
     from weightmaps.classweights import resolve_class_weights
 
     weights, _ = resolve_class_weights(class_weights, count_labels(labels, ignore_index=ignore_index),
-                                       class_weights_from=class_weights_from)
+                                       class_weights_from=class_weights_from, storage_options=storage_options)
     return labels, weights, [
         ("distance", "distance to the nearest edge $d(x)$", distance_to_edges(labels, **common), "magma",
          "d (spacing units)"),
@@ -215,8 +211,9 @@ def _bressan_panels(labels: Any, sigma: float, class_weights: str, class_weights
     ]
 
 
-def _unet_panels(labels: Any, params: Any, class_weights: str, class_weights_from: Any,
-                 ignore_index: int | None, common: dict[str, Any]) -> tuple[Any, dict[int, float], list[Panel]]:
+def _unet_panels(labels: Any, params: Any, class_weights: str, class_weights_from: str | None,
+                 ignore_index: int | None, common: dict[str, Any], storage_options: dict[str, Any],
+                 ) -> tuple[Any, dict[int, float], list[Panel]]:
     import numpy as np
 
     from weightmaps import count_labels
@@ -230,7 +227,8 @@ def _unet_panels(labels: Any, params: Any, class_weights: str, class_weights_fro
     else:
         instances, classes = labels, None
         counts = {c: n for c, n in ((0, counts.get(0, 0)), (1, sum(n for c, n in counts.items() if c))) if n}
-    weights, _ = resolve_class_weights(class_weights, counts, class_weights_from=class_weights_from)
+    weights, _ = resolve_class_weights(class_weights, counts, class_weights_from=class_weights_from,
+                                       storage_options=storage_options)
     radius = reach(params.sigma, params.tolerance)
     kept = instances if classes is None or ignore_index is None else np.where(classes == ignore_index, 0, instances)
     d1, d2 = nearest_two_instances(kept, spacing=common["spacing"], within=radius, device=common["device"],
