@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weightmaps._files import publish_json
+from weightmaps._files import publish_bytes
 from weightmaps.errors import WeightmapsError
 
 __all__ = ["Location", "freeze_options", "is_url", "remote_errors"]
@@ -210,18 +210,22 @@ class Location:
             return None
 
     def publish_json(self, rel: str, value: Any, *, exclusive: bool = False) -> bool:
-        """Write a whole JSON file at once (see :func:`weightmaps._files.publish_json`).
+        """Write a whole JSON file at once: :meth:`publish_bytes` of its text."""
+        return self.publish_bytes(rel, json.dumps(value).encode("utf-8"), exclusive=exclusive)
+
+    def publish_bytes(self, rel: str, data: bytes | memoryview, *, exclusive: bool = False) -> bool:
+        """Write a whole file at once (see :func:`weightmaps._files.publish_bytes`): a reader sees
+        the old file or the new one, never half, and it is durable when this returns.
 
         ``exclusive``: only where none exists; False when one did. On S3 that is a conditional PUT
         (``If-None-Match: *``), atomic; fsspec's default for other filesystems checks, then
         writes (a window of milliseconds between two runs); one that cannot at all raises.
         """
         if self.is_local:
-            return publish_json(Path(self.key(rel)), value, exclusive=exclusive)
-        data = json.dumps(value).encode()
+            return publish_bytes(Path(self.key(rel)), data, exclusive=exclusive)
         with remote_errors(self):
             try:
-                self.fs.pipe_file(self.key(rel), data, mode="create" if exclusive else "overwrite")
+                self.fs.pipe_file(self.key(rel), bytes(data), mode="create" if exclusive else "overwrite")
             except FileExistsError:
                 return False
             except NotImplementedError:

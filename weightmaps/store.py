@@ -61,6 +61,7 @@ from weightmaps.errors import ResumeMismatchError, SampleNotFoundError, StoreExi
 from weightmaps.layout import CHUNK_ELEMENTS, MAX_MAP_NDIM, ShardTask, plan_layout, tasks_of
 from weightmaps.location import Location
 from weightmaps.params import MapParams
+from weightmaps.shard_codec import ShardEncoder
 
 __all__ = [
     "FORMAT_VERSION",
@@ -462,7 +463,7 @@ class StoreWriter(_StoreInfo):
     def __init__(self, location: Location | str | os.PathLike[str], meta: dict[str, Any]) -> None:
         self.location = Location.of(location)
         self._meta = meta
-        self._array: tuple[int, zarr.Array[Any]] | None = None  # (pid, array): reopened after a fork
+        self._encoder: tuple[int, ShardEncoder | None] | None = None  # (pid, encoder): per process
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The location only: the root attributes are reread (once per process), zarr is reopened.
@@ -510,21 +511,42 @@ class StoreWriter(_StoreInfo):
         if bad:
             ids = self.ids
             raise WeightmapsError(f"{where}: the maps of {[ids[i] for i in bad[:5]]} hold NaN or inf; not written")
+        shard_elements = int(self._meta["shard_elements"])
         flat = np.full(task.stop - task.start, np.nan, dtype=self.dtype)
         for m, offset in zip(maps, task.offsets, strict=True):
             flat[offset - task.start: offset - task.start + m.size] = m.ravel()
-        if self._array is None or self._array[0] != os.getpid():
-            store = self.location.zarr_store(read_only=False)
-            self._array = (os.getpid(), zarr.open_array(store, path="maps", mode="r+"))
-        array = self._array[1]
+        encoder = self._shard_encoder()
+        if encoder is None:  # an array this module does not encode itself: zarr writes it
+            self._write_with_zarr(task, flat)
+        else:
+            # Whole shards, each one file put in place at once and flushed (or one PUT): the
+            # marker below must never outlive its data.
+            for k in range(task.n_shards):
+                data = encoder.encode(flat[k * shard_elements:(k + 1) * shard_elements])
+                key = f"maps/{encoder.key(task.shard + k)}"
+                if data is None:
+                    self.location.delete(key)
+                else:
+                    self.location.publish_bytes(key, data)
+        marker = {"shard": task.shard, "positions": list(task.sample_indices), "digests": [str(d) for d in digests]}
+        self.location.publish_json(marker_key(task.shard), marker)
+
+    def _shard_encoder(self) -> ShardEncoder | None:
+        """The ``maps`` array's shard encoder (read once per process), None when zarr must write."""
+        if self._encoder is None or self._encoder[0] != os.getpid():
+            meta = self.location.read_json("maps/zarr.json")
+            self._encoder = (os.getpid(), ShardEncoder.from_metadata(meta))
+        return self._encoder[1]
+
+    def _write_with_zarr(self, task: ShardTask, flat: np.ndarray) -> None:
+        store = self.location.zarr_store(read_only=False)
+        array = zarr.open_array(store, path="maps", mode="r+")
         array[task.start: task.stop] = flat  # within the task's shards: one writer each
         if self.location.is_local:
             # The marker must never outlive its data (power loss): flush the shard files first.
             # (An object store's PUT is durable once it returns.)
             for shard in range(task.shard, task.shard + task.n_shards):
                 _fsync(self.location.path / "maps" / array.metadata.encode_chunk_key((shard,)))
-        marker = {"shard": task.shard, "positions": list(task.sample_indices), "digests": [str(d) for d in digests]}
-        self.location.publish_json(marker_key(task.shard), marker)
 
     def finalize(self, report: Mapping[str, Any]) -> None:
         """Record the digests and ``report``, and mark the store complete (one atomic step).
