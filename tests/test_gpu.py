@@ -148,3 +148,32 @@ def test_unet_cupy_in_cupy_out_equals_the_cpu() -> None:
     made = wm.instances_from_labels(cupy.asarray(classes), ignore_index=9)
     assert isinstance(made, cupy.ndarray)
     np.testing.assert_array_equal(made.get(), wm.instances_from_labels(classes, ignore_index=9))
+
+
+def test_worker_processes_share_the_device_and_group_shards(tmp_path) -> None:
+    """Two worker processes, each with its own CUDA context and memory share, computing groups of
+    four shards of 64² masks as one stacked batch: the CPU's maps."""
+    from weightmaps.sample_data import write_dataset
+
+    root = write_dataset(tmp_path, n=128, shape=(64, 64), num_classes=3, with_images=False)
+    gpu = wm.compute(root / "masks", tmp_path / "gpu.zarr", sigma=3.0, device="cuda", workers=2, samples_per_shard=16)
+    cpu = wm.compute(root / "masks", tmp_path / "cpu.zarr", sigma=3.0, device="cpu", workers=1)
+    assert gpu.device == "cuda" and gpu.n_computed == 128
+    a, b = wm.open_store(tmp_path / "gpu.zarr"), wm.open_store(tmp_path / "cpu.zarr")
+    assert a.complete and a.ids == b.ids
+    for sample_id in a.ids:
+        np.testing.assert_allclose(a[sample_id], b[sample_id], rtol=1e-5, atol=1e-7)
+
+
+def test_a_memory_share_bounds_what_the_plan_sees() -> None:
+    import cupy
+
+    backend = wm.get_backend("cuda")
+    pool = cupy.get_default_memory_pool()
+    before = pool.get_limit()
+    try:
+        backend.limit_memory(256 * 2**20)
+        assert 0 < backend.free_memory() <= 256 * 2**20
+        assert backend.total_memory() > 256 * 2**20
+    finally:
+        pool.set_limit(size=before)

@@ -172,19 +172,42 @@ def test_workers_and_batch_size_give_identical_stores(png_dir: Path, reference: 
     _assert_same_store(reference, tmp_path / "s24.zarr")
 
 
-def test_threaded_path_with_cpu_backend(png_dir: Path, reference: Path, tmp_path: Path) -> None:
-    """The GPU path (decode threads → compute → write threads), forced with the CPU backend."""
+def test_shard_groups_and_the_pool_give_identical_stores(png_dir: Path, reference: Path, tmp_path: Path) -> None:
+    """Shards computed together (as a GPU groups them) and on 1 or 3 worker processes: the same store.
+
+    The pool's workers run the scan too (from a few hundred masks on; forced here); progress is
+    called in this thread whatever the processes.
+    """
+    import dataclasses
+
+    import weightmaps.stats
+    from weightmaps.backend import get_backend
+    from weightmaps.shards import group_tasks
+
     seen_threads: set[str] = set()
 
     def progress(stage: str, done: int, total: int) -> None:
         seen_threads.add(threading.current_thread().name)
 
     for workers in (1, 3):
-        out = tmp_path / f"t{workers}.zarr"
-        compute(png_dir, out, sigma=SIGMA, device="cpu", workers=workers, batch_size=3, samples_per_shard=5,
-                parallel="threads", progress=progress)
+        out = tmp_path / f"p{workers}.zarr"
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(weightmaps.stats, "_SCAN_ON_POOL_FROM", 0)
+            compute(png_dir, out, sigma=SIGMA, device="cpu", workers=workers, batch_size=3, samples_per_shard=5,
+                    progress=progress)
         _assert_same_store(reference, out)
     assert seen_threads == {threading.current_thread().name}
+
+    # A device-like backend (one with a memory to plan with) computes 3 shards of 8 masks of 64x48
+    # as one batch (24 masks fill over a quarter of the 64³ cube that one shard's 8 would not).
+    device_like = dataclasses.replace(get_backend("cpu"), free_memory=lambda: 8 << 30)
+    out = tmp_path / "grouped.zarr"
+    compute(png_dir, out, sigma=SIGMA, device=device_like, workers=1, samples_per_shard=8)
+    writer_tasks = open_store(out).tasks()
+    assert [len(g) for g in group_tasks(writer_tasks, device_like, processes=1)] == [3]
+    assert [len(g) for g in group_tasks(writer_tasks, device_like, processes=3)] == [1, 1, 1]
+    assert [len(g) for g in group_tasks(writer_tasks, get_backend("cpu"), processes=1)] == [1, 1, 1]
+    _assert_same_store(reference, out)
 
 
 def test_scipy_device_matches_cpu(png_dir: Path, reference: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 
 def default_threads(workers: int | None) -> int:
@@ -18,8 +18,15 @@ def default_threads(workers: int | None) -> int:
     return max(2, min(16, 2 * (workers or os.cpu_count() or 1)))
 
 
+class Submitter(Protocol):
+    """What :func:`bounded_map` submits to: a ``concurrent.futures`` executor, or a
+    :class:`~weightmaps.worker_pool.WorkerPool`."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> cf.Future[Any]: ...
+
+
 def bounded_map(
-    pool: cf.Executor, fn: Callable[..., Any], items: Iterable[Any], window: int
+    pool: Submitter, fn: Callable[..., Any], items: Iterable[Any], window: int
 ) -> Iterator[tuple[Any, cf.Future[Any]]]:
     """(item, finished future) pairs, in completion order, with at most ``window`` submitted."""
     pending: dict[cf.Future[Any], Any] = {}

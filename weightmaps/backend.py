@@ -83,6 +83,11 @@ class Backend:
     # enough free memory) goes to the CPU's edt transform, exact all the same, with one log line
     # per shape. False: raise a WeightmapsError instead.
     cpu_fallback: bool = True
+    # CUDA: the device's memory in bytes (read without creating a context), and a cap on what this
+    # process's memory pool may hold (its share of a device that several worker processes use;
+    # free_memory then counts within it). None on the CPU.
+    total_memory: Callable[[], int] | None = None
+    limit_memory: Callable[[int], None] | None = None
 
     def asarray(self, array: Any) -> Any:
         """``array`` on this backend's device (no copy when it is there already)."""
@@ -235,8 +240,27 @@ def _cuda_free_memory() -> int:
     import cupy
 
     free, _ = cupy.cuda.runtime.memGetInfo()
-    # Blocks CuPy's pool holds but does not use are free for the transform too.
-    return int(free) + int(cupy.get_default_memory_pool().free_bytes())
+    pool = cupy.get_default_memory_pool()
+    # Blocks CuPy's pool holds but does not use are free for the transform too; under a limit
+    # (limit_memory), only what the limit leaves.
+    available = int(free) + int(pool.free_bytes())
+    limit = int(pool.get_limit())
+    return min(available, max(0, limit - int(pool.used_bytes()))) if limit else available
+
+
+def _cuda_total_memory() -> int:
+    import cupy
+
+    # The device's properties need no context (memGetInfo would create one in this process).
+    return int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["totalGlobalMem"])
+
+
+def _cuda_limit_memory(limit: int) -> None:
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+    if pool.get_limit() != limit:
+        pool.set_limit(size=limit)
 
 
 def _cuda_weights(
@@ -273,7 +297,7 @@ def _build(name: str) -> Backend:
     import cupy
 
     return Backend("cuda", cupy, _cucim_distance, _cuda_weights, weights_from_squared=False,
-                   free_memory=_cuda_free_memory)
+                   free_memory=_cuda_free_memory, total_memory=_cuda_total_memory, limit_memory=_cuda_limit_memory)
 
 
 @functools.cache

@@ -143,3 +143,82 @@ def stack_groups(n: int, shape: Sequence[int], free_bytes: int) -> list[tuple[in
     if loose_from is not None:
         groups.append((loose_from, n, False))
     return groups
+
+
+# --- several processes on one device ----------------------------------------------------------
+
+# Shards whose masks one process computes together, at most: enough for one full cube of 256²
+# masks (4 shards of 64), while a group of 16 MiB shards stays a small share of host memory.
+MAX_SHARDS_PER_BATCH = 4
+# Device memory a CUDA context of a worker process takes before any array (CUDA 13 with lazy
+# module loading: a few hundred MiB), and the least a worker should have for its arrays.
+CONTEXT_BYTES = 512 * 2**20
+MIN_WORKER_BYTES = 1 << 30
+# Of the device's memory, what the workers share out: the rest is left to the driver's pool
+# rounding and to whatever else runs on the card.
+_USABLE_SHARE = 0.9
+# Device bytes per pixel of a batch beside its transform: labels (up to 2), edges (1), distances
+# (4), maps (4), and CuPy's rounding.
+_BATCH_BYTES_PER_PIXEL = 12
+
+
+def shards_per_batch(masks_per_shard: int, shape: Sequence[int], n_shards: int, processes: int) -> int:
+    """How many shards of 2-D masks of ``shape`` one process should compute as one batch.
+
+    One shard of small masks fills too little of cuCIM's cube to stack (64 masks of 256² fill a
+    quarter of its 256³): a few together fill it, up to :data:`MAX_SHARDS_PER_BATCH`, but never
+    so many that some of the ``processes`` would get no shard at all.
+
+    Examples
+    --------
+    >>> shards_per_batch(64, (256, 256), n_shards=400, processes=16)
+    4
+    >>> shards_per_batch(64, (256, 256), n_shards=32, processes=16)
+    2
+    >>> shards_per_batch(4, (1024, 1024), n_shards=400, processes=16)   # would never fill the cube
+    1
+    """
+    if len(shape) != 2 or masks_per_shard < 1:
+        return 1
+    side = padded_side(shape)
+    wanted = min(MAX_SHARDS_PER_BATCH, -(-side // masks_per_shard), max(1, n_shards // max(1, processes)))
+    height, width = (int(s) for s in shape)
+    fill = min(wanted * masks_per_shard, side) * height * width / side**3
+    if wanted <= 1 or side > _INT32_CUBE_SIDE or fill < MIN_STACK_FILL:
+        return 1
+    return wanted
+
+
+def worker_bytes(shape: Sequence[int], batch_pixels: int) -> int:
+    """Device memory one worker process needs for batches of ``batch_pixels`` of samples of
+    ``shape`` (its largest): twice its largest transform (a transform plans with half of the
+    memory free, see :func:`transform_limit`), the batch's own arrays, and at least
+    :data:`MIN_WORKER_BYTES`."""
+    largest = transform_bytes(shape)
+    if len(shape) == 2:
+        count = min(max(1, batch_pixels // math.prod(int(n) for n in shape)), padded_side(shape))
+        largest = max(largest, transform_bytes((count, *shape)))
+    return max(MIN_WORKER_BYTES, int(largest / _MEMORY_SHARE) + _BATCH_BYTES_PER_PIXEL * max(batch_pixels, math.prod(shape)))
+
+
+def device_workers(processes: int, total_bytes: int, need_bytes: int) -> tuple[int, int]:
+    """How many of ``processes`` may use one device of ``total_bytes`` at once when each needs
+    ``need_bytes`` (:func:`worker_bytes`), and the device memory each may hold.
+
+    Every worker owns a CUDA context (:data:`CONTEXT_BYTES`) and caches what it allocated; the
+    share given to each is the limit its memory pool keeps to, so that the workers together never
+    ask the device for more than it has.
+
+    Examples
+    --------
+    >>> n, share = device_workers(16, total_bytes=80 * 2**30, need_bytes=2**30)
+    >>> n, round(share / 2**30, 1)
+    (16, 4.0)
+    >>> device_workers(16, total_bytes=8 * 2**30, need_bytes=2**30)[0]
+    4
+    >>> device_workers(16, total_bytes=80 * 2**30, need_bytes=30 * 2**30)[0]   # a 1024³ volume
+    2
+    """
+    usable = int(_USABLE_SHARE * total_bytes)
+    workers = max(1, min(processes, usable // (CONTEXT_BYTES + need_bytes)))
+    return workers, max(0, usable - workers * CONTEXT_BYTES) // workers

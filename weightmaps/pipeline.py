@@ -21,6 +21,7 @@ transform, and keeping nothing between the passes keeps memory bounded whatever 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,14 +42,9 @@ from weightmaps.layout import plan_layout, summarize_shapes
 from weightmaps.location import Location
 from weightmaps.lock import store_lock
 from weightmaps.params import UNET_FIELDS, WEIGHT_KINDS, MapParams
-from weightmaps.shards import (
-    ShardExecutor,
-    ShardSettings,
-    ShardTimes,
-    run_processes,
-    run_threads,
-)
-from weightmaps.stats import Progress, ScanResult, open_inputs, scan
+from weightmaps.shards import PoolExecutor, ShardExecutor, ShardSettings, ShardTimes
+from weightmaps.stats import Progress, ScanResult, open_inputs
+from weightmaps.worker_pool import WorkerPool
 from weightmaps.validation import (
     check_connectivity,
     check_distances_fit,
@@ -173,7 +169,6 @@ def compute(
     w0: float | None = None,
     tolerance: float | None = None,
     instances: str | None = None,
-    parallel: Literal["auto", "processes", "threads"] = "auto",
     executor: ShardExecutor | None = None,
     progress: Progress | None = None,
     storage_options: Mapping[str, Any] | None = None,
@@ -187,9 +182,9 @@ def compute(
     ``batch_size``, ``workers`` or how often the run was killed and resumed.
 
     The dataset is decoded twice: once by the scan (validation, class counts, shapes) and once
-    by the compute pass. Memory is bounded: on the CPU at most ``2 × workers`` shards are in
-    flight (each about 16 MiB of maps plus its masks), on the GPU at most about
-    ``3 × threads + 1`` shards.
+    by the compute pass. Memory is bounded: at most ``2 × workers`` groups of shards are in
+    flight (a shard is about 16 MiB of maps plus its masks; a group one shard on the CPU, up to
+    four of small masks on a GPU, which computes them as one batch).
 
     Parameters
     ----------
@@ -221,8 +216,10 @@ def compute(
     batch_size : int, optional
         Masks per engine call (default: a whole shard on the CPU, about 16 M pixels on a GPU).
     workers : int, optional
-        CPU processes (default: the CPU count; 1 runs in this process), or on the GPU path the
-        decode and write threads (default 4). Results do not depend on it.
+        Worker processes (default: the CPU count; 1 runs in this process). They scan, decode,
+        compute and write on the CPU and on a GPU alike (there each owns a CUDA context and its
+        share of the device's memory; fewer use the device at once where a mask needs more of
+        it). Results do not depend on it.
     num_classes : int, optional
         Labels must lie in ``[0, num_classes)`` (the ignore label excepted).
     label_map : mapping, optional
@@ -262,12 +259,9 @@ def compute(
     max_weight : float, optional
         Clip every class weight to at most this (recorded in the store's parameters), e.g. so
         that a very rare class's balanced weight fits float16.
-    parallel : {"auto", "processes", "threads"}
-        ``"auto"``: a process pool on the CPU, threads around the device on the GPU. Forcing
-        ``"threads"`` on the CPU runs the GPU path with the CPU backend (used by the tests).
     executor : ShardExecutor, optional
         Runs the scan and the shards elsewhere, e.g. :class:`weightmaps.distributed.DaskExecutor`
-        on a Dask cluster; ``parallel`` and ``workers`` then do not apply.
+        on a Dask cluster; ``workers`` then does not apply.
     progress : callable, optional
         ``progress(stage, done, total)`` with stage ``"scan"`` or ``"compute"`` (masks),
         called from the calling thread.
@@ -315,8 +309,6 @@ def compute(
         raise WeightmapsError(f"workers must be >= 1, got {workers}")
     if batch_size is not None and batch_size < 1:
         raise WeightmapsError(f"batch_size must be >= 1, got {batch_size}")
-    if parallel not in ("auto", "processes", "threads"):
-        raise WeightmapsError(f"parallel must be 'auto', 'processes' or 'threads', got {parallel!r}")
     if sigma is not None:
         sigma = check_sigma(sigma)
     check_label_options(ignore_index, label_map, num_classes)
@@ -324,13 +316,10 @@ def compute(
     if max_weight is not None and not (math.isfinite(max_weight) and max_weight > 0):
         raise WeightmapsError(f"max_weight must be a finite number > 0, got {max_weight!r}")
     backend = get_backend(device)
-    use_threads = parallel == "threads" or (parallel == "auto" and backend.name == "cuda")
-    # The scan decodes on worker processes where the dataset is large enough (stats.scan decides),
-    # on the GPU path too; the CPU path runs its shards on them as well, and starts the server that
-    # forks them now, so that its start overlaps the listing of the inputs.
-    cores = os.cpu_count() or 1
-    processes = 0 if executor is not None else cores if use_threads else (workers or cores)
-    if processes > 1 and not use_threads:
+    # One pool of worker processes does the scan and the shards, on the CPU and on a GPU alike;
+    # the server that forks them starts now, so that its start overlaps the listing of the inputs.
+    processes = workers or os.cpu_count() or 1
+    if executor is None and processes > 1:
         start_process_server()
 
     # Every check that can fail on the parameters runs before the scan (which may take an hour)
@@ -338,140 +327,137 @@ def compute(
     source = open_inputs(inputs, label_map, float_labels, storage_options=storage_options)
     _check_against_first_mask(source, spacing, connectivity)
 
-    # 1. scan
-    scan_fn = executor.scan if executor is not None else scan
-    resuming = resume and out_exists
-    scanned = scan_fn(
-        source, ignore_index=ignore_index, num_classes=num_classes, label_map=None,
-        skip_bad=skip_bad, threads=default_threads(workers), processes=processes, progress=progress,
-        digests=resuming,  # a resume compares them with the store's: a changed mask must not keep its map
-        instance_masks=map_fields.get("instances") == "as-is",
-    )
-    spacing_used = _resolve_spacing(spacing, scanned)
-    connectivity = check_connectivity(connectivity, scanned.ndim)
-    log.info(
-        "scanned %d masks (%d bad) in %.2f s: %d shape group(s), classes %s",
-        len(source), len(scanned.bad), scanned.seconds, len(scanned.groups()), list(scanned.counts),
-    )
-
-    # 2. class weights
-    weights, weights_record = resolve_class_weights(
-        class_weights if not isinstance(class_weights, os.PathLike) else str(class_weights),
-        scanned.counts, scheme_params=scheme_params, class_weights_from=class_weights_from,
-        storage_options=storage_options,
-        image_pixels=scanned.image_pixels,
-    )
-    if max_weight is not None:
-        weights = {label: min(weight, max_weight) for label, weight in weights.items()}
-    params = MapParams(
-        sigma=sigma, class_weights=weights, class_weights_origin=weights_record, spacing=spacing_used,
-        connectivity=connectivity, ignore_index=ignore_index, dtype=dtype,
-        label_map=dict(label_map) if label_map else None,
-        num_classes=num_classes, skip_bad=skip_bad, max_weight=max_weight, float_labels=float_labels,
-        **map_fields,
-    )
-    # What the maps could come out as: never inf, never all 0 (before any store exists).
-    map_shapes = [params.map_shape(s) for s in scanned.shapes]
-    if params.kind in WEIGHT_KINDS:
-        check_weights_fit(params.class_weights, dtype, headroom=params.w0 or 0.0)
-        class_weight_table(params.class_weights, params.ignore_index)
-    if params.kind == "bressan":  # a U-Net map is w_c + s ≥ w_c: σ cannot round it away
-        check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype)  # type: ignore[arg-type]
-    if params.kind not in WEIGHT_KINDS:
-        check_distances_fit(scanned.shapes, spacing_used, dtype)
-    if ignore_index is not None and scanned.ignored_pixels == 0:
-        log.warning("ignore_index %d occurs in no mask: no pixel is ignored", ignore_index)
-    fingerprint = source.fingerprint()
-    bad_report = [b.as_dict() for b in scanned.bad]
-
-    # 3. store
-    from weightmaps import store as store_module
-
-    if dry_run:
-        plan = _plan(scanned, map_shapes, dtype, samples_per_shard, out_path, out_exists, weights, spacing_used)
-        total = time.perf_counter() - t_start
-        return ComputeResult(
-            store=out_path, n_samples=len(scanned.ids), n_bad=len(scanned.bad), n_computed=0,
-            class_weights=weights, seconds={"scan": scanned.seconds, "compute": 0.0, "write": 0.0, "total": total},
-            busy_seconds={"decode": 0.0, "compute": 0.0, "write": 0.0}, masks_per_second=0.0,
-            bad=scanned.bad, plan=plan, spacing=spacing_used, device=backend.name,
+    # The run's worker processes (unless an executor brings its own): they scan, then compute.
+    with contextlib.ExitStack() as stack:
+        runner: ShardExecutor = executor if executor is not None else PoolExecutor(
+            stack.enter_context(WorkerPool(source, processes)))
+        # 1. scan
+        resuming = resume and out_exists
+        scanned = runner.scan(
+            source, ignore_index=ignore_index, num_classes=num_classes, label_map=None,
+            skip_bad=skip_bad, threads=default_threads(workers), progress=progress,
+            digests=resuming,  # a resume compares them with the store's: a changed mask must not keep its map
+            instance_masks=map_fields.get("instances") == "as-is",
         )
-    # One run writes a store at a time, from before it is created, overwritten or resumed to the
-    # end: a second run on the same output is refused, naming this one (weightmaps.lock).
-    with store_lock(out_location):
-        if resuming:
-            writer = store_module.resume_store(out_location, ids=scanned.ids, shapes=map_shapes, params=params)
-            _check_unchanged(writer, scanned, recompute_changed)
-            log.info("resuming %s", out_path)
-        else:
-            writer = store_module.create_store(
-                out_location, ids=scanned.ids, shapes=map_shapes, params=params, fingerprint=fingerprint,
-                class_counts=scanned.counts, overwrite=overwrite, samples_per_shard=samples_per_shard,
+        spacing_used = _resolve_spacing(spacing, scanned)
+        connectivity = check_connectivity(connectivity, scanned.ndim)
+        log.info(
+            "scanned %d masks (%d bad) in %.2f s: %d shape group(s), classes %s",
+            len(source), len(scanned.bad), scanned.seconds, len(scanned.groups()), list(scanned.counts),
+        )
+
+        # 2. class weights
+        weights, weights_record = resolve_class_weights(
+            class_weights if not isinstance(class_weights, os.PathLike) else str(class_weights),
+            scanned.counts, scheme_params=scheme_params, class_weights_from=class_weights_from,
+            storage_options=storage_options,
+            image_pixels=scanned.image_pixels,
+        )
+        if max_weight is not None:
+            weights = {label: min(weight, max_weight) for label, weight in weights.items()}
+        params = MapParams(
+            sigma=sigma, class_weights=weights, class_weights_origin=weights_record, spacing=spacing_used,
+            connectivity=connectivity, ignore_index=ignore_index, dtype=dtype,
+            label_map=dict(label_map) if label_map else None,
+            num_classes=num_classes, skip_bad=skip_bad, max_weight=max_weight, float_labels=float_labels,
+            **map_fields,
+        )
+        # What the maps could come out as: never inf, never all 0 (before any store exists).
+        map_shapes = [params.map_shape(s) for s in scanned.shapes]
+        if params.kind in WEIGHT_KINDS:
+            check_weights_fit(params.class_weights, dtype, headroom=params.w0 or 0.0)
+            class_weight_table(params.class_weights, params.ignore_index)
+        if params.kind == "bressan":  # a U-Net map is w_c + s ≥ w_c: σ cannot round it away
+            check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype)  # type: ignore[arg-type]
+        if params.kind not in WEIGHT_KINDS:
+            check_distances_fit(scanned.shapes, spacing_used, dtype)
+        if ignore_index is not None and scanned.ignored_pixels == 0:
+            log.warning("ignore_index %d occurs in no mask: no pixel is ignored", ignore_index)
+        fingerprint = source.fingerprint()
+        bad_report = [b.as_dict() for b in scanned.bad]
+
+        # 3. store
+        from weightmaps import store as store_module
+
+        if dry_run:
+            plan = _plan(scanned, map_shapes, dtype, samples_per_shard, out_path, out_exists, weights, spacing_used)
+            total = time.perf_counter() - t_start
+            return ComputeResult(
+                store=out_path, n_samples=len(scanned.ids), n_bad=len(scanned.bad), n_computed=0,
+                class_weights=weights, seconds={"scan": scanned.seconds, "compute": 0.0, "write": 0.0, "total": total},
+                busy_seconds={"decode": 0.0, "compute": 0.0, "write": 0.0}, masks_per_second=0.0,
+                bad=scanned.bad, plan=plan, spacing=spacing_used, device=backend.name,
             )
-        tasks = list(writer.pending())
-        n_total = len(scanned.ids)
-        n_pending = sum(len(t.sample_indices) for t in tasks)
+        # One run writes a store at a time, from before it is created, overwritten or resumed to the
+        # end: a second run on the same output is refused, naming this one (weightmaps.lock).
+        with store_lock(out_location):
+            if resuming:
+                writer = store_module.resume_store(out_location, ids=scanned.ids, shapes=map_shapes, params=params)
+                _check_unchanged(writer, scanned, recompute_changed)
+                log.info("resuming %s", out_path)
+            else:
+                writer = store_module.create_store(
+                    out_location, ids=scanned.ids, shapes=map_shapes, params=params, fingerprint=fingerprint,
+                    class_counts=scanned.counts, overwrite=overwrite, samples_per_shard=samples_per_shard,
+                )
+            tasks = list(writer.pending())
+            n_total = len(scanned.ids)
+            n_pending = sum(len(t.sample_indices) for t in tasks)
 
-        # 4. compute
-        t_compute = time.perf_counter()
-        settings = ShardSettings(
-            params=params, device=backend, batch_size=batch_size,
-            source_indices=None if len(scanned.indices) == len(source) else scanned.indices,
-        )
-        busy = {"decode": 0.0, "compute": 0.0, "write": 0.0}
-        done = n_total - n_pending
-        if progress:
-            progress("compute", done, n_total)
-
-        # The first shard carries the start-up (CUDA context, kernel compiles, filling the decode
-        # queue): the rate after it is the steady one, what a larger dataset would see.
-        first_shard: tuple[int, float] | None = None
-
-        def on_done(times: ShardTimes) -> None:
-            nonlocal done, first_shard
-            done += times.n
-            if first_shard is None:
-                first_shard = (times.n, time.perf_counter() - t_compute)
-            busy["decode"] += times.decode
-            busy["compute"] += times.compute
-            busy["write"] += times.write
+            # 4. compute
+            t_compute = time.perf_counter()
+            settings = ShardSettings(
+                params=params, device=backend, batch_size=batch_size,
+                source_indices=None if len(scanned.indices) == len(source) else scanned.indices,
+            )
+            busy = {"decode": 0.0, "compute": 0.0, "write": 0.0}
+            done = n_total - n_pending
             if progress:
                 progress("compute", done, n_total)
 
-        log.info(
-            "computing %d of %d masks in %d shard(s) on %s (%s)", n_pending, n_total, len(tasks), backend.name,
-            type(executor).__name__ if executor is not None
-            else "threads" if use_threads else f"{workers or os.cpu_count()} process(es)",
-        )
-        if executor is not None:
-            executor.run_shards(tasks, source, writer, settings, on_done)
-        elif use_threads:
-            run_threads(tasks, source, writer, settings, backend, workers or 4, on_done)
-        else:
-            run_processes(tasks, source, writer, settings, workers or os.cpu_count() or 1, on_done)
-        compute_seconds = time.perf_counter() - t_compute
+            # The first shard carries the start-up (CUDA context, kernel compiles, filling the decode
+            # queue): the rate after it is the steady one, what a larger dataset would see.
+            first_shard: tuple[int, float] | None = None
 
-        # 5. finalize
-        t_write = time.perf_counter()
-        if not tasks and store_module.open_store(out_location).complete:
-            log.info("%s is complete already: nothing to do", out_path)
-        else:
-            _finalize(writer, bad_report, n_total, n_pending, backend.name, scanned.seconds, compute_seconds, busy)
-        write_seconds = time.perf_counter() - t_write
-        total = time.perf_counter() - t_start
-        rate = n_pending / compute_seconds if compute_seconds > 0 and n_pending else 0.0
-        steady = None
-        if first_shard is not None and n_pending > first_shard[0] and compute_seconds > first_shard[1]:
-            steady = (n_pending - first_shard[0]) / (compute_seconds - first_shard[1])
-        seconds = {"scan": scanned.seconds, "compute": compute_seconds, "write": write_seconds, "total": total}
-        if first_shard is not None:
-            seconds["first_shard"] = first_shard[1]
-        log.info("wrote %d masks to %s in %.2f s (%.1f masks/s)", n_pending, out_path, total, rate)
-        return ComputeResult(
-            store=out_path, n_samples=n_total, n_bad=len(scanned.bad), n_computed=n_pending,
-            class_weights=weights, seconds=seconds, busy_seconds=busy, masks_per_second=rate,
-            bad=scanned.bad, spacing=spacing_used, device=backend.name, steady_masks_per_second=steady,
-        )
+            def on_done(times: ShardTimes) -> None:
+                nonlocal done, first_shard
+                done += times.n
+                if first_shard is None:
+                    first_shard = (times.n, time.perf_counter() - t_compute)
+                busy["decode"] += times.decode
+                busy["compute"] += times.compute
+                busy["write"] += times.write
+                if progress:
+                    progress("compute", done, n_total)
+
+            log.info(
+                "computing %d of %d masks in %d shard(s) on %s (%s)", n_pending, n_total, len(tasks), backend.name,
+                type(executor).__name__ if executor is not None else f"{processes} process(es)",
+            )
+            runner.run_shards(tasks, source, writer, settings, on_done)
+            compute_seconds = time.perf_counter() - t_compute
+
+            # 5. finalize
+            t_write = time.perf_counter()
+            if not tasks and store_module.open_store(out_location).complete:
+                log.info("%s is complete already: nothing to do", out_path)
+            else:
+                _finalize(writer, bad_report, n_total, n_pending, backend.name, scanned.seconds, compute_seconds, busy)
+            write_seconds = time.perf_counter() - t_write
+            total = time.perf_counter() - t_start
+            rate = n_pending / compute_seconds if compute_seconds > 0 and n_pending else 0.0
+            steady = None
+            if first_shard is not None and n_pending > first_shard[0] and compute_seconds > first_shard[1]:
+                steady = (n_pending - first_shard[0]) / (compute_seconds - first_shard[1])
+            seconds = {"scan": scanned.seconds, "compute": compute_seconds, "write": write_seconds, "total": total}
+            if first_shard is not None:
+                seconds["first_shard"] = first_shard[1]
+            log.info("wrote %d masks to %s in %.2f s (%.1f masks/s)", n_pending, out_path, total, rate)
+            return ComputeResult(
+                store=out_path, n_samples=n_total, n_bad=len(scanned.bad), n_computed=n_pending,
+                class_weights=weights, seconds=seconds, busy_seconds=busy, masks_per_second=rate,
+                bad=scanned.bad, spacing=spacing_used, device=backend.name, steady_masks_per_second=steady,
+            )
 
 
 def _map_fields(

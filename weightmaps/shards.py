@@ -1,30 +1,34 @@
-"""One shard at a time: decode, compute, write — and the runners that execute shards.
+"""One shard at a time: decode, compute, write — and the local runner that executes shards.
 
 A shard is the unit of work and of writing (see :mod:`weightmaps.store`). :func:`run_shard` does
-everything for one shard and is what every runner calls: the CPU path runs it on a process pool
-(:func:`run_processes`), the GPU path overlaps decode / compute / write with threads around the
-device (:func:`run_threads`), and a :class:`ShardExecutor` (Dask) runs it as a task.
+everything for one shard; :func:`run_shard_group` the same for a few shards whose masks a GPU
+computes in one batch. :func:`run_on_pool` runs them on the run's worker processes
+(:class:`~weightmaps.worker_pool.WorkerPool`) on the CPU and on a GPU alike: every process decodes,
+computes (on the device, in its own CUDA context) and writes its own shards, so the CPU side of
+the work spreads over every core. A :class:`ShardExecutor` (Dask) runs :func:`run_shard` as a task.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
+import dataclasses
+import functools
+import logging
 import math
-import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from weightmaps._concurrency import bounded_map, exit_with_driver, process_context, start_process_server
+from weightmaps import cuda_plan
+from weightmaps._concurrency import bounded_map
 from weightmaps.backend import Backend, get_backend, is_cupy_array
 from weightmaps.engine import StageTimer, untimed as _untimed
 from weightmaps.errors import WeightmapsError
 from weightmaps.params import MapParams
 from weightmaps.stats import ScanResult
+from weightmaps.worker_pool import WorkerPool
 
 if TYPE_CHECKING:
     from weightmaps.sources import MaskSource
@@ -32,19 +36,23 @@ if TYPE_CHECKING:
     from weightmaps.store import StoreWriter
 
 __all__ = [
+    "PoolExecutor",
     "ShardExecutor",
     "ShardSettings",
     "ShardTimes",
     "compute_maps",
     "compute_task_maps",
     "decode_shard",
-    "run_processes",
+    "group_tasks",
+    "run_on_pool",
     "run_shard",
-    "run_threads",
+    "run_shard_group",
 ]
 
-# A shard holds about 16 MiB of maps (the store's choice); in flight at once on the CPU path:
-# at most _IN_FLIGHT_PER_WORKER shards per worker process.
+log = logging.getLogger("weightmaps")
+
+# A shard holds about 16 MiB of maps (the store's choice); in flight at once: at most
+# _IN_FLIGHT_PER_WORKER groups of shards per worker process (one running, one queued).
 _IN_FLIGHT_PER_WORKER = 2
 # Default GPU batch: this many pixels per batch (about 64 MiB of float32 maps).
 _GPU_BATCH_PIXELS = 1 << 24
@@ -56,17 +64,27 @@ class ShardSettings:
 
     ``params`` says what to compute, ``device`` where (a Backend pickles by name with its
     options). ``source_indices`` maps a store sample index to its position in the source (None:
-    the same); it differs when bad samples were skipped.
+    the same); it differs when bad samples were skipped. ``device_memory``: bytes of device
+    memory the process may hold (its share of a GPU that several processes use; None: all).
     """
 
     params: MapParams
     device: str | Backend = "cpu"
     batch_size: int | None = None
-    source_indices: tuple[int, ...] | None = None
+    source_indices: tuple[int, ...] | Mapping[int, int] | None = None
+    device_memory: int | None = None
 
     def source_index(self, index: int) -> int:
         """The source position of store sample ``index``."""
         return self.source_indices[index] if self.source_indices is not None else index
+
+    def for_tasks(self, tasks: Sequence[ShardTask]) -> ShardSettings:
+        """These settings with the index map cut down to ``tasks``' samples: what a worker is
+        sent with them (the whole map of a large dataset would travel with every task)."""
+        if self.source_indices is None:
+            return self
+        wanted = {i: self.source_index(i) for task in tasks for i in task.sample_indices}
+        return dataclasses.replace(self, source_indices=wanted)
 
 
 @dataclass(frozen=True)
@@ -156,126 +174,96 @@ def _host_array(backend: Backend, shape: tuple[int, ...], dtype: np.dtype) -> np
 
 
 def run_shard(task: ShardTask, source: MaskSource, writer: StoreWriter, settings: ShardSettings) -> ShardTimes:
-    """Decode, compute and write one shard: the unit of work on every path (processes, GPU, Dask).
+    """Decode, compute and write one shard: the unit of work on every path (local pool, Dask).
 
     Exactly one call writes a given shard (its marker is written last, by the writer), so a
     killed run loses at most the shards in flight.
     """
-    t0 = time.perf_counter()
-    masks, digests = decode_shard(task, source, settings)
-    t1 = time.perf_counter()
-    maps = compute_task_maps(masks, settings)
-    t2 = time.perf_counter()
-    writer.write_shard(task, maps, digests)
-    t3 = time.perf_counter()
-    return ShardTimes(len(digests), t1 - t0, t2 - t1, t3 - t2)
+    [times] = run_shard_group((task,), source, writer, settings)
+    return times
 
 
-# Worker-process state, set once per process by the pool initializer, so that each task pickles
-# only its ShardTask (the source and the index map can be large).
-_WORKER_STATE: tuple[Any, Any, ShardSettings] | None = None
+def run_shard_group(
+    tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings
+) -> list[ShardTimes]:
+    """:func:`run_shard` for a few shards at once: their masks computed together, each shard
+    written whole by this call. On a GPU the masks of several shards fill one stacked transform
+    where one shard's would not (see :func:`group_tasks`). Times are per shard; the compute time
+    of the group is shared among its shards by their masks."""
+    backend = get_backend(settings.device)
+    if settings.device_memory is not None and backend.limit_memory is not None:
+        backend.limit_memory(settings.device_memory)
+    decoded = []
+    decode_seconds = []
+    for task in tasks:
+        start = time.perf_counter()
+        decoded.append(decode_shard(task, source, settings))
+        decode_seconds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    maps = compute_task_maps([m for masks, _ in decoded for m in masks], settings, backend)
+    compute_seconds = time.perf_counter() - start
+    times = []
+    first = 0
+    for task, (_, digests), decoding in zip(tasks, decoded, decode_seconds, strict=True):
+        start = time.perf_counter()
+        writer.write_shard(task, maps[first:first + len(task)], digests)
+        first += len(task)
+        times.append(ShardTimes(len(task), decoding, compute_seconds * len(task) / len(maps),
+                                time.perf_counter() - start))
+    return times
 
 
-def _init_worker(source: MaskSource, writer: StoreWriter, settings: ShardSettings, driver: int) -> None:
-    global _WORKER_STATE
-    _WORKER_STATE = (source, writer, settings)
-    # One worker process per core already: zarr's own encode thread pool (one thread per core by
-    # default) would only oversubscribe them (measured: a 64-map shard writes 25% faster).
-    import zarr
-
-    zarr.config.set({"threading.max_workers": 1})
-    exit_with_driver(driver)
+def _run_group_in_worker(
+    source: MaskSource, group: tuple[tuple[ShardTask, ...], ShardSettings], writer: StoreWriter
+) -> list[ShardTimes]:
+    tasks, settings = group
+    return run_shard_group(tasks, source, writer, settings)
 
 
-def _run_shard_in_worker(task: ShardTask) -> ShardTimes:
-    assert _WORKER_STATE is not None, "worker not initialised"
-    return run_shard(task, *_WORKER_STATE)
+def group_tasks(tasks: Sequence[ShardTask], backend: Backend, processes: int) -> list[tuple[ShardTask, ...]]:
+    """The tasks in the groups :func:`run_shard_group` computes together: alone on the CPU; on a
+    GPU, consecutive shards of one 2-D shape as many as fill cuCIM's stacked cube
+    (:func:`weightmaps.cuda_plan.shards_per_batch`), leaving every process some work."""
+    if backend.free_memory is None or not backend.stack_batches:
+        return [(task,) for task in tasks]
+    groups: list[tuple[ShardTask, ...]] = []
+    i = 0
+    while i < len(tasks):
+        shape = tasks[i].shapes[0]
+        per_task = len(tasks[i])
+        size = cuda_plan.shards_per_batch(per_task, shape, len(tasks), processes) if len(shape) == 2 else 1
+        group = [tasks[i]]
+        while (len(group) < size and i + len(group) < len(tasks)
+               and set(tasks[i + len(group)].shapes) == {shape} and set(group[-1].shapes) == {shape}):
+            group.append(tasks[i + len(group)])
+        groups.append(tuple(group))
+        i += len(group)
+    return groups
 
 
-def run_processes(
-    tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings, workers: int,
-    on_done: Callable[[ShardTimes], None],
+def run_on_pool(
+    pool: WorkerPool, tasks: Sequence[ShardTask], writer: StoreWriter, settings: ShardSettings,
+    on_done: Callable[[ShardTimes], None], *, concurrency: int | None = None,
 ) -> None:
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            on_done(run_shard(task, source, writer, settings))
-        return
-    workers = min(workers, len(tasks))
-    start_process_server()
-    with cf.ProcessPoolExecutor(
-        workers, mp_context=process_context(), initializer=_init_worker,
-        initargs=(source, writer, settings, os.getpid()),
-    ) as pool:
-        try:
-            for _, future in bounded_map(pool, _run_shard_in_worker, tasks, _IN_FLIGHT_PER_WORKER * workers):
-                on_done(future.result())
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    """Every task on the pool's processes (in this process when there is one process or one task),
+    ``on_done`` called here as each shard is written.
 
-
-def run_threads(
-    tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings, backend: Backend,
-    threads: int, on_done: Callable[[ShardTimes], None],
-) -> None:
-    """Decode on a thread pool, compute here (one device, one stream of work), write on threads.
-
-    At most ``2 * threads`` shards are decoded ahead and ``threads`` written behind, so memory
-    stays bounded by about ``3 * threads + 1`` shards. Each shard is written by one thread.
+    At most ``concurrency`` groups run at once (default: every process), with as many queued
+    behind them, so memory stays bounded by about two groups of shards per process.
     """
-    ahead = max(1, 2 * threads)
-    decoded: collections.deque[tuple[Any, cf.Future[Any], float]] = collections.deque()
-    writes: collections.deque[tuple[cf.Future[Any], ShardTimes]] = collections.deque()
-
-    def timed_decode(task: ShardTask) -> tuple[list[np.ndarray], list[str], float]:
-        start = time.perf_counter()
-        masks, digests = decode_shard(task, source, settings)
-        return masks, digests, time.perf_counter() - start
-
-    def timed_write(task: ShardTask, maps: list[np.ndarray], digests: list[str]) -> float:
-        start = time.perf_counter()
-        writer.write_shard(task, maps, digests)
-        return time.perf_counter() - start
-
-    def finish_write() -> None:
-        future, times = writes.popleft()
-        write_seconds = future.result()
-        on_done(ShardTimes(times.n, times.decode, times.compute, write_seconds))
-
-    with (
-        cf.ThreadPoolExecutor(threads, thread_name_prefix="weightmaps-decode") as decode_pool,
-        cf.ThreadPoolExecutor(threads, thread_name_prefix="weightmaps-write") as write_pool,
-    ):
-        try:
-            queue = iter(tasks)
-            for task in queue:
-                decoded.append((task, decode_pool.submit(timed_decode, task), 0.0))
-                if len(decoded) >= ahead:
-                    break
-            while decoded:
-                task, future, _ = decoded.popleft()
-                next_task = next(queue, None)
-                if next_task is not None:
-                    decoded.append((next_task, decode_pool.submit(timed_decode, next_task), 0.0))
-                masks, digests, decode_seconds = future.result()
-                start = time.perf_counter()
-                maps = compute_task_maps(masks, settings, backend)
-                compute_seconds = time.perf_counter() - start
-                del masks
-                writes.append((
-                    write_pool.submit(timed_write, task, maps, digests),
-                    ShardTimes(len(digests), decode_seconds, compute_seconds, 0.0),
-                ))
-                while len(writes) > threads or (writes and writes[0][0].done()):
-                    finish_write()
-            while writes:
-                finish_write()
-        except BaseException:
-            for _, future, _ in decoded:
-                future.cancel()
-            for future, _ in writes:  # let started writes finish: a shard is written whole or not at all
-                future.cancel()
-            raise
+    backend = get_backend(settings.device)
+    groups = group_tasks(tasks, backend, pool.processes)
+    if pool.processes <= 1 or len(groups) <= 1:
+        for group in groups:
+            for times in run_shard_group(group, pool.source, writer, settings):
+                on_done(times)
+        return
+    running = min(concurrency or pool.processes, pool.processes)
+    window = _IN_FLIGHT_PER_WORKER * running if running == pool.processes else running
+    for _, future in bounded_map(pool, functools.partial(_run_group_in_worker, writer=writer),
+                                 [(group, settings.for_tasks(group)) for group in groups], window):
+        for times in future.result():
+            on_done(times)
 
 
 class ShardExecutor(Protocol):
@@ -292,6 +280,42 @@ class ShardExecutor(Protocol):
         self, tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings,
         on_done: Callable[[ShardTimes], None] | None = None,
     ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PoolExecutor:
+    """The in-process :class:`ShardExecutor`: the scan and the shards on the run's
+    :class:`~weightmaps.worker_pool.WorkerPool` (what :func:`~weightmaps.pipeline.compute` uses
+    without ``executor=``).
+
+    On a GPU, every process uses the device: each gets an equal share of its memory (the limit of
+    its CuPy pool), and where a sample needs more than :func:`weightmaps.cuda_plan.worker_bytes`
+    allows for all of them, fewer run at once (:func:`weightmaps.cuda_plan.device_workers`).
+    """
+
+    pool: WorkerPool
+
+    def scan(self, inputs: Any, **kwargs: Any) -> ScanResult:
+        from weightmaps.stats import scan
+
+        return scan(inputs, pool=self.pool, **kwargs)
+
+    def run_shards(
+        self, tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings,
+        on_done: Callable[[ShardTimes], None] | None = None,
+    ) -> None:
+        if source is not self.pool.source:
+            raise WeightmapsError("the worker pool holds another source than the one computed")
+        backend = get_backend(settings.device)
+        concurrency = None
+        if backend.total_memory is not None and self.pool.processes > 1 and tasks:
+            largest = max((settings.params.mask_shape(s) for t in tasks for s in set(t.shapes)), key=math.prod)
+            batch = settings.batch_size or _default_batch_size(backend, largest)
+            need = cuda_plan.worker_bytes(largest, batch * math.prod(largest))
+            concurrency, share = cuda_plan.device_workers(self.pool.processes, backend.total_memory(), need)
+            settings = dataclasses.replace(settings, device_memory=share)
+            log.info("%d process(es) on the device at once, %.1f GiB of its memory each", concurrency, share / 2**30)
+        run_on_pool(self.pool, tasks, writer, settings, on_done or (lambda times: None), concurrency=concurrency)
 
 
 def _default_batch_size(backend: Backend, shape: tuple[int, ...]) -> int:

@@ -12,24 +12,19 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from weightmaps._concurrency import (
-    bounded_map,
-    default_threads,
-    exit_with_driver,
-    process_context,
-    start_process_server,
-)
+from weightmaps._concurrency import bounded_map, default_threads
 from weightmaps.classweights import add_counts, add_image_pixels, count_labels
 from weightmaps.errors import BadInputError, BadSample, WeightmapsError
 from weightmaps.readers import mask_digest
+from weightmaps.worker_pool import WorkerPool
 
 if TYPE_CHECKING:
     from weightmaps.sources import MaskSource
@@ -50,6 +45,8 @@ _SCAN_WINDOW_PER_THREAD = 4
 # (benchmarks/results/h200-2026-11-26-gpu-day-2 against -1); 2048 of 256² were level.
 _SCAN_CHUNK = 32
 _SCAN_PROCESSES_FROM = 1024
+# With the run's own pool (whose start the shards pay anyway), from this many masks on.
+_SCAN_ON_POOL_FROM = 4 * _SCAN_CHUNK
 
 
 
@@ -229,6 +226,7 @@ def scan(
     digests: bool = False,
     instance_masks: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    pool: WorkerPool | None = None,
 ) -> ScanResult:
     """Decode every mask once: validate, count classes, and gather shapes and spacings.
 
@@ -260,6 +258,10 @@ def scan(
         The masks are instance masks: count background (0) and instance (1) pixels, not ids.
     storage_options : dict, optional
         fsspec options where ``inputs`` are URLs (``s3://bucket/masks/``).
+    pool : WorkerPool, optional
+        The run's worker processes, holding ``inputs`` (a MaskSource): the scan runs on them
+        (from a few hundred masks on; their start is the run's anyway) and ``processes`` does
+        not apply.
 
     Raises
     ------
@@ -283,15 +285,20 @@ def scan(
     if progress:
         progress("scan", 0, n)
     checks = ScanChecks(num_classes, ignore_index, digests, instance_masks)
-    if processes > 1 and n >= _SCAN_PROCESSES_FROM:
-        outcomes = _scan_on_processes(source, range(n), checks, processes)
-    else:
-        outcomes = _scan_on_threads(source, range(n), checks, threads)
     tally = ScanTally()
-    for i, outcome in outcomes:
-        tally.add(i, outcome)
-        if progress:
-            progress("scan", tally.n_seen, n)
+    with contextlib.ExitStack() as stack:
+        if pool is None and processes > 1 and n >= _SCAN_PROCESSES_FROM:
+            pool = stack.enter_context(WorkerPool(source, processes))
+        if pool is not None and pool.source is not source:
+            raise WeightmapsError("the worker pool holds another source than the one scanned")
+        if pool is not None and pool.processes > 1 and n >= _SCAN_ON_POOL_FROM:
+            outcomes = _scan_on_processes(pool, range(n), checks)
+        else:
+            outcomes = _scan_on_threads(source, range(n), checks, threads)
+        for i, outcome in outcomes:
+            tally.add(i, outcome)
+            if progress:
+                progress("scan", tally.n_seen, n)
     return finish_scan(source, tally, skip_bad=skip_bad, started=start)
 
 
@@ -327,35 +334,17 @@ def _scan_many(source: MaskSource, indices: range, checks: ScanChecks) -> list[S
         return [scan_or_problem(source, i, checks) for i in indices]
 
 
-# The source of a scan worker process, set once by the pool initializer so that each task
-# carries only its sample indices.
-_SCAN_SOURCE: Any = None
-
-
-def _init_scan_worker(source: MaskSource, driver: int) -> None:
-    global _SCAN_SOURCE
-    _SCAN_SOURCE = source
-    exit_with_driver(driver)
-
-
-def _scan_chunk(indices: range, checks: ScanChecks) -> list[ScanOutcome]:
-    return _scan_many(_SCAN_SOURCE, indices, checks)
-
-
 def _scan_on_processes(
-    source: MaskSource, indices: range, checks: ScanChecks, processes: int
+    pool: WorkerPool, indices: range, checks: ScanChecks
 ) -> Iterator[tuple[int, ScanOutcome]]:
     chunks = [indices[start:start + _SCAN_CHUNK] for start in range(0, len(indices), _SCAN_CHUNK)]
-    if not chunks:
-        return
-    start_process_server()
-    with cf.ProcessPoolExecutor(
-        min(processes, len(chunks)), mp_context=process_context(),
-        initializer=_init_scan_worker, initargs=(source, os.getpid()),
-    ) as pool:
-        futures = {pool.submit(_scan_chunk, c, checks): c for c in chunks}
+    futures = {pool.submit(_scan_many, c, checks): c for c in chunks}
+    try:
         for future in cf.as_completed(futures):
             yield from zip(futures[future], future.result(), strict=True)
+    finally:
+        for future in futures:  # an error or an interrupt: what has not started never will
+            future.cancel()
 
 
 def without_path(message: str, path: str | None) -> str:

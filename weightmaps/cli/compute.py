@@ -44,7 +44,7 @@ from weightmaps.cli.options import (
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, metavar="N",
               help="Masks per engine call (default: a shard on the CPU, ~16 M pixels on the GPU).")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=None, metavar="N",
-              help="CPU processes (default: all cores); decode/write threads on the GPU.")
+              help="Worker processes, on the CPU and on a GPU alike (default: all cores).")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Labels must be < N (the ignore label excepted).")
 @label_map_opt
