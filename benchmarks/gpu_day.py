@@ -6,10 +6,15 @@
 A lent GPU comes with minutes, not hours (see ../shared/gpu/README.md), so this runs only what
 needs the GPU, on datasets large enough for steady rates, and never loses what it measured:
 
-- per size: (a) the plain scipy script on a subset (its rate is per mask; the whole set would
-  take minutes), (d) ``weightmaps compute --device cuda`` and (e) the per-image cuCIM loop on
-  the whole set; a warm-up of each on the subset first, whose maps are checked against (a)'s;
-  then ``--repeats`` interleaved timed runs; then the cuda stage pass (``wmbench.stages.stage_breakdown``);
+- per size: (a) the plain scipy script and (e) the per-image cuCIM loop on a subset (their rates
+  are per mask; the whole set would take minutes), (d) ``weightmaps compute --device cuda``, and
+  two baselines of the same host's CPU on the whole set: (f) ``weightmaps compute --device cpu``
+  on every core and (g) the plain scipy script on a ``multiprocessing.Pool`` of every core
+  (``plain_scipy_pool.py``); a warm-up of each on the subset first, whose maps are checked
+  against (a)'s; then ``--repeats`` interleaved timed runs; then the cuda stage pass
+  (``wmbench.stages.stage_breakdown``);
+- (d)'s GPU busy share of its compute stage: nvidia-smi's utilization sampled through the run
+  (``wmbench.gpu_busy``), integrated, over the pipeline's own compute seconds;
 - **steady state apart from start-up**: each program's own clock gives its seconds per mask once
   running (the pipeline: scan per mask + compute after the first shard; the plain scripts: pass 1
   per mask + pass 2 after the first mask); start-up = wall time − n × that. Ratios are quoted both
@@ -20,6 +25,9 @@ needs the GPU, on datasets large enough for steady rates, and never loses what i
 
 ``--device cpu`` runs (d) and the stage pass on the CPU and skips (e): the rehearsal of
 ``gpu_day.sh --rehearse``, which proves the script works where no GPU is.
+
+Ratios: (d) against (a) (one core, what a user would write first), (f) (our own CPU path on every
+core: the GPU path must beat it by 3x) and (g) (a user's pool of every core), steady and end to end.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from typing import Any
 
 # The same runner, timing method, correctness check and stage pass as benchmarks/run.py.
 from wmbench.check import RTOL, compare, read_maps
+from wmbench.gpu_busy import GpuBusy
 from wmbench.machine import card_tag, machine_info, versions
 from wmbench.report import format_seconds
 from wmbench.runner import SIGMA, Size, Variant, rotated, run_variant
@@ -73,16 +82,27 @@ class Budget:
         return self.end - time.monotonic()
 
 
+# The variants run on the subset only; the others on the whole set.
+ON_SUBSET = ("a", "e")
+# The baselines the GPU path's ratios are quoted against.
+BASES = ("a", "f", "g")
+# Steady (d) vs (a) measured on 2026-11-26 with the thread-based GPU path
+# (results/<card>-2026-11-26.md): the 4096² and 128³ targets are "better than that".
+EARLIER_STEADY_VS_A = {"h100": {"4096": 22.6, "3d": 25.5}, "h200": {"4096": 34.0, "3d": 44.0}}
+
+
 def variants(device: str, tiny: bool, more_workers: int | None) -> list[Variant]:
     plain = Variant("a", "plain scipy script (subset)", gpu=False, script="plain_scipy.py")
     # Tiny datasets fit one shard; two masks a shard give the steady-state clock something to read.
     extra = ("--samples-per-shard", "2") if tiny else ()
-    chosen = [plain, Variant("d", f"weightmaps --device {device}", gpu=True, device=device, extra=extra)]
-    if more_workers:  # the GPU path's decode and write threads (default 4), measured side by side
-        chosen.append(Variant("f", f"weightmaps --device {device} --workers {more_workers}", gpu=True,
+    chosen = [plain, Variant("d", f"weightmaps --device {device}", gpu=True, device=device, extra=extra),
+              Variant("f", "weightmaps --device cpu, every core", gpu=False, device="cpu", extra=extra),
+              Variant("g", "plain scipy script on a Pool of every core", gpu=False, script="plain_scipy_pool.py")]
+    if more_workers:  # the GPU path with another number of worker processes (default: the cores)
+        chosen.append(Variant("h", f"weightmaps --device {device} --workers {more_workers}", gpu=True,
                               device=device, extra=(*extra, "--workers", str(more_workers))))
     if device == "cuda":
-        chosen.append(Variant("e", "plain cuCIM/CuPy loop", gpu=True, script="plain_cucim.py"))
+        chosen.append(Variant("e", "plain cuCIM/CuPy loop (subset)", gpu=True, script="plain_cucim.py"))
     return chosen
 
 
@@ -124,8 +144,12 @@ def summarize(entry: dict[str, Any], variant: Variant, n: int) -> None:
     if not variant.script:
         shares = [r["busy_seconds"]["compute"] / r["seconds"]["compute"] for r in entry["reported"]
                   if r.get("seconds", {}).get("compute")]
-        if shares:
+        if shares:  # summed over the worker processes: may exceed 1
             entry["compute_busy_share"] = statistics.median(shares)
+        gpu = [r["gpu_busy_s"] / r["seconds"]["compute"] for r in entry["reported"]
+               if r.get("gpu_busy_s") is not None and r.get("seconds", {}).get("compute")]
+        if gpu:
+            entry["gpu_busy_share"] = statistics.median(gpu)
 
 
 def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str, tiny: bool,
@@ -146,13 +170,18 @@ def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str,
 
     def run(v: Variant, data: Path, tag: str) -> tuple[float, dict[str, Any]]:
         # No run outlives the budget: a hung variant costs its size, not the day.
-        return run_variant(v, data, runs_dir / f"{v.key}-{tag}", size, SIGMA, timeout=max(1.0, budget.left()))
+        with GpuBusy() as busy:
+            seconds, reported = run_variant(v, data, runs_dir / f"{v.key}-{tag}", size, SIGMA,
+                                            timeout=max(1.0, budget.left()))
+        if busy.busy_seconds is not None and v.gpu:
+            reported["gpu_busy_s"] = busy.busy_seconds
+        return seconds, reported
 
     # Warm-up on the subset (imports, kernel compiles, page cache); the maps are the check. A
     # variant that fails is recorded and left out; the others go on.
     outputs = {}
     for v in list(chosen):
-        entry = result["variants"][v.key] = {"name": v.name, "n": subset_n if v.key == "a" else size.n}
+        entry = result["variants"][v.key] = {"name": v.name, "n": subset_n if v.key in ON_SUBSET else size.n}
         try:
             entry["warmup_s"], _ = run(v, subset, "warmup")
         except Exception as exc:
@@ -182,7 +211,7 @@ def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str,
                 continue
             entry = result["variants"][v.key]
             try:
-                seconds, reported = run(v, subset if v.key == "a" else masks, str(r))
+                seconds, reported = run(v, subset if v.key in ON_SUBSET else masks, str(r))
             except Exception as exc:
                 entry.setdefault("run_errors", []).append(f"{type(exc).__name__}: {str(exc)[-1000:]}")
                 log(f"[{size.key}] run {r + 1}/{repeats} ({v.key}) FAILED: {entry['run_errors'][-1]}")
@@ -199,12 +228,13 @@ def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str,
         if v.script and entry.get("reported"):
             entry["steps_s"] = {k: statistics.median(rep["seconds"].get(k, 0.0) for rep in entry["reported"])
                                 for k in sorted({k for rep in entry["reported"] for k in rep.get("seconds", {})})}
-    base = result["variants"]["a"]
-    for entry in result["variants"].values():
-        if "masks_per_s" in entry and "masks_per_s" in base:
-            entry["ratio_to_a"] = entry["masks_per_s"] / base["masks_per_s"]
-        if "steady_masks_per_s" in entry and "steady_masks_per_s" in base:
-            entry["steady_ratio_to_a"] = entry["steady_masks_per_s"] / base["steady_masks_per_s"]
+    for key in BASES:
+        base = result["variants"].get(key, {})
+        for entry in result["variants"].values():
+            if "masks_per_s" in entry and "masks_per_s" in base:
+                entry[f"ratio_to_{key}"] = entry["masks_per_s"] / base["masks_per_s"]
+            if "steady_masks_per_s" in entry and "steady_masks_per_s" in base:
+                entry[f"steady_ratio_to_{key}"] = entry["steady_masks_per_s"] / base["steady_masks_per_s"]
 
     # The stage pass; at 256² also without stacking (a shard of 64 masks fills a quarter cube).
     result["stages"], result["stages_failed"] = {}, {}
@@ -223,28 +253,39 @@ def bench_size(size: Size, subset_n: int, work: Path, repeats: int, device: str,
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 9's targets: reported as met / missed with the measured value, never asserted."""
+    """Issues 9 and 19's targets: reported as met / missed with the measured value, never asserted."""
     sizes = {s["key"]: s for s in report["sizes"]}
     out = []
 
-    def add(name: str, value: float | None, goal: float, unit: str = "×", why: str = "not measured") -> None:
-        status = why if value is None else ("met" if value >= goal else "missed")
+    def add(name: str, value: float | None, goal: float | None, unit: str = "×", why: str = "not measured") -> None:
+        if goal is None:
+            status = "no earlier number for this card"
+        else:
+            status = why if value is None else ("met" if value >= goal else "missed")
         out.append({"target": name, "goal": goal, "unit": unit, "measured": value, "status": status})
 
     if report["method"]["tiny"]:
         return out
+
+    def d(key: str) -> dict[str, Any]:
+        return sizes.get(key, {}).get("variants", {}).get("d", {})
+
     s = sizes.get("256", {})
     stages = (s.get("stages") or {}).get(report["method"]["device"])
     loop = s.get("variants", {}).get("e", {}).get("steps_s")
     value = None
     if stages and loop and stages["compute_s"]:
-        value = sum(loop.get(k, 0.0) for k in ("edges", "distance", "weights")) / stages["compute_s"]
-    add("compute (edges + distance + weights, synced) vs (e) cuCIM loop, 256²", value, 5.0)
-    for key, goal in (("1024", 50.0), ("256", 20.0)):
-        d = sizes.get(key, {}).get("variants", {}).get("d", {})
-        add(f"steady-state (d) vs (a), {key}²", d.get("steady_ratio_to_a"), goal)
-    d = sizes.get("1024", {}).get("variants", {}).get("d", {})
-    add("compute thread busy / compute wall of (d), 1024²", d.get("compute_busy_share"), 0.5, unit="share")
+        e_n = s["variants"]["e"].get("n") or 1
+        value = sum(loop.get(k, 0.0) for k in ("edges", "distance", "weights")) / e_n / (stages["compute_s"] / s["n"])
+    add("compute per mask (edges + distance + weights, synced) vs (e) cuCIM loop's, 256²", value, 5.0)
+    for key in ("256", "1024"):
+        add(f"steady-state (d) vs (f) weightmaps --device cpu on every core, {key}²", d(key).get("steady_ratio_to_f"), 3.0)
+    for key, goal in (("256", 20.0), ("1024", 50.0)):
+        add(f"steady-state (d) vs (a), {key}²", d(key).get("steady_ratio_to_a"), goal)
+    earlier = EARLIER_STEADY_VS_A.get(report["tag"], {})
+    for key, label in (("4096", "4096²"), ("3d", "128³")):
+        add(f"steady-state (d) vs (a), {label}, above the thread-based path's", d(key).get("steady_ratio_to_a"),
+            earlier.get(key))
     return out
 
 
@@ -256,7 +297,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; GPU: {m['gpu']} (CUDA backend: {m['cuda_backend']})",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
         f"- method: every variant a subprocess, files in → maps out; warm-up on the subset, checked against (a) "
-        f"(allclose rtol {RTOL:g}); {meth['repeats']} interleaved timed runs, median; (a) on the subset only; "
+        f"(allclose rtol {RTOL:g}); {meth['repeats']} interleaved timed runs, median; (a) and (e) on the subset only; "
         f"steady s/mask from each program's own clock; start-up = median wall − n × steady; "
         f"10k = start-up + {PROJECTED_MASKS} × steady; σ {SIGMA:g}",
         "",
@@ -284,6 +325,23 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{cell('startup_s', '{:.2f}')} | {cell('projected_10k_s', '{:.1f}')} | {check} |")
         for note in s.get("skipped", []):
             lines.append(f"| {s['label']} | skipped: {note} |" + " |" * 9)
+    lines += ["", "## (d) against the CPU baselines of the same host", "",
+              "(a): the plain scipy script, one core; (f): weightmaps --device cpu, every core; (g): the plain "
+              "scipy script on a multiprocessing.Pool of every core. Steady: each program's own clock; end to "
+              "end: wall time of the whole run (start-up and scan included).", "",
+              "| size | steady × (a) | steady × (f) | steady × (g) | end to end × (a) | × (f) | × (g) | GPU busy share of compute |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for s in report["sizes"]:
+        d = s.get("variants", {}).get("d")
+        if not d or "error" in d:
+            continue
+
+        def ratio(name: str, d: dict[str, Any] = d) -> str:
+            return f"{d[name]:.1f}" if name in d else "–"
+
+        busy = d.get("gpu_busy_share")
+        lines.append(f"| {s['label']} | " + " | ".join(ratio(f"steady_ratio_to_{k}") for k in BASES) + " | "
+                     + " | ".join(ratio(f"ratio_to_{k}") for k in BASES) + f" | {'–' if busy is None else f'{busy:.0%}'} |")
     lines += ["", "## Stage pass (single process, device synced per stage)", "",
               "| size | device | seconds per stage | compute s | total s |", "| --- | --- | --- | ---: | ---: |"]
     for s in report["sizes"]:
@@ -293,7 +351,7 @@ def markdown(report: dict[str, Any]) -> str:
         for device, error in (s.get("stages_failed") or {}).items():
             lines.append(f"| {s['label']} | {device} | FAILED: {error[:200]} | | |")
     lines += ["", "## The pipeline's own account, (d) median", "",
-              "| size | scan s | compute s | first shard s | finalize s | busy decode | busy compute | busy write | compute busy share |",
+              "| size | scan s | compute s | first shard s | finalize s | busy decode | busy compute | busy write | busy compute / compute s |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in report["sizes"]:
         runs = [r for r in s.get("variants", {}).get("d", {}).get("reported", []) if "seconds" in r]
@@ -303,10 +361,10 @@ def markdown(report: dict[str, Any]) -> str:
             share = s["variants"]["d"].get("compute_busy_share")
             lines.append(f"| {s['label']} | " + " | ".join(format_seconds(x) for x in wall + busy)
                          + f" | {'–' if share is None else f'{share:.0%}'} |")
-    lines += ["", "## Targets (issue 9; reported, never asserted)", "", "| target | goal | measured | status |",
+    lines += ["", "## Targets (issues 9 and 19; reported, never asserted)", "", "| target | goal | measured | status |",
               "| --- | --- | ---: | --- |"]
     for t in report["targets"]:
-        goal = f"≥ {t['goal']:.0%}" if t["unit"] == "share" else f"≥ {t['goal']:g}×"
+        goal = "–" if t["goal"] is None else f"≥ {t['goal']:.0%}" if t["unit"] == "share" else f"≥ {t['goal']:g}×"
         value = "" if t["measured"] is None else (f"{t['measured']:.0%}" if t["unit"] == "share" else f"{t['measured']:.2f}×")
         lines.append(f"| {t['target']} | {goal} | {value} | {t['status']} |")
     return "\n".join(lines) + "\n"
@@ -329,7 +387,7 @@ def main() -> int:
     parser.add_argument("--budget-s", type=float, default=170.0, help="start nothing after this many seconds")
     parser.add_argument("--tiny", action="store_true", help="tiny datasets: the rehearsal, measures nothing")
     parser.add_argument("--more-workers", type=int, default=None, metavar="N",
-                        help="also time (f): weightmaps with --workers N (decode and write threads on the GPU path)")
+                        help="also time (h): weightmaps with --workers N worker processes (default: the cores)")
     args = parser.parse_args()
     table = TINY_SIZES if args.tiny else SIZES
     keys = [k for k in args.sizes.split(",") if k]

@@ -8,8 +8,10 @@
 # Phases, each under its own `timeout` and never past the day's TOTAL seconds (so the command
 # cannot overrun 5 minutes): install the carried wheels; card and versions; the GPU tests;
 # per-sample vs stacked transforms (benchmarks/gpu_transforms.py); the benchmark
-# (benchmarks/gpu_day.py: (a) on a subset, (d), (e) at 1024², 256², 4096², 3-D, steady state and
-# start-up apart); the U-Net map against its scipy loop (benchmarks/unet.py). Results land in $OUT
+# (benchmarks/gpu_day.py: (a) and (e) on a subset, (d), and the host's CPU baselines (f) weightmaps
+# --device cpu and (g) plain scipy on a Pool, both on every core, at 1024², 256², 4096², 3-D, steady
+# state and start-up apart, (d)'s GPU busy share from nvidia-smi); the U-Net map against its scipy
+# loop (benchmarks/unet.py). Results land in $OUT
 # as they come (the device tool brings back 8 files at most; these are 7): gpu.txt (this log),
 # gpu-tests.log, transforms.json, unet-cuda-<date>.json, bench.json / bench.md (rewritten after
 # every size), bench.log. A phase that fails or times out is logged and the next one runs; the exit status
@@ -112,7 +114,7 @@ if (( rehearse )); then unet_flags=--quick; else unet_flags="--configs 1024:300 
 phase unet 40 "$log" "$python" benchmarks/unet.py --out "$out" --device "$device" --json-only $unet_flags
 # The benchmark stops starting runs 20 s before its limit, so it ends by writing its report.
 budget=$(( $(left) - 25 ))
-# GPU_DAY_BENCH_ARGS: more arguments for gpu_day.py, e.g. "--sizes 1024,256 --more-workers 8".
+# GPU_DAY_BENCH_ARGS: more arguments for gpu_day.py, e.g. "--sizes 1024,256 --more-workers 24".
 # shellcheck disable=SC2086
 phase bench $(( budget + 20 )) "$out/bench.log" "$python" benchmarks/gpu_day.py --out "$out" --device "$device" \
   --budget-s "$budget" $sizes_flag ${GPU_DAY_BENCH_ARGS:-}

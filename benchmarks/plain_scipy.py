@@ -48,6 +48,34 @@ def read(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
+def edges_of(labels: np.ndarray) -> np.ndarray:
+    cross = ndimage.generate_binary_structure(labels.ndim, 1)
+    return (ndimage.grey_dilation(labels, footprint=cross) != labels) | (
+        ndimage.grey_erosion(labels, footprint=cross) != labels
+    )
+
+
+def distance_of(edges: np.ndarray, spacing: list[float] | None) -> np.ndarray:
+    if edges.any():
+        return ndimage.distance_transform_edt(~edges, sampling=spacing)
+    return np.full(edges.shape, np.inf)  # one label only: no edge anywhere, so delta = 1
+
+
+def balanced_phi(counts: np.ndarray) -> np.ndarray:
+    present = np.flatnonzero(counts)
+    phi = np.zeros(counts.size)
+    phi[present] = counts.sum() / (present.size * counts[present])
+    return phi
+
+
+def add_counts(counts: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    found = np.bincount(labels.ravel())
+    if found.size > counts.size:
+        counts = np.pad(counts, (0, found.size - counts.size))
+    counts[: found.size] += found
+    return counts
+
+
 def steady(n: int, pass1_start: float, pass2_start: float, first_done: float | None, end: float) -> dict:
     """Seconds per mask once started: pass 1 per mask, plus pass 2 per mask after the first one
     (which carries the first calls' set-up), for the runner's steady-state rates."""
@@ -55,6 +83,10 @@ def steady(n: int, pass1_start: float, pass2_start: float, first_done: float | N
         return {}
     per_mask = (pass2_start - pass1_start) / n + (end - first_done) / (n - 1)
     return {"steady_s_per_mask": per_mask, "first_mask_s": first_done - pass2_start}
+
+
+def mask_paths(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in (".png", ".tif", ".tiff", ".npy"))
 
 
 def main() -> None:
@@ -65,7 +97,7 @@ def main() -> None:
     parser.add_argument("--spacing", default=None, help="pixel size per axis, e.g. 3,1,1")
     args = parser.parse_args()
     spacing = [float(s) for s in args.spacing.split(",")] if args.spacing else None
-    paths = sorted(p for p in args.masks.iterdir() if p.suffix in (".png", ".tif", ".tiff", ".npy"))
+    paths = mask_paths(args.masks)
     args.out.mkdir(parents=True, exist_ok=True)
 
     pass1_start = time.perf_counter()
@@ -75,13 +107,8 @@ def main() -> None:
         with stage("read"):
             labels = read(path)
         with stage("count"):
-            found = np.bincount(labels.ravel())
-            if found.size > counts.size:
-                counts = np.pad(counts, (0, found.size - counts.size))
-            counts[: found.size] += found
-    present = np.flatnonzero(counts)
-    phi = np.zeros(counts.size)
-    phi[present] = counts.sum() / (present.size * counts[present])
+            counts = add_counts(counts, labels)
+    phi = balanced_phi(counts)
 
     pass2_start = time.perf_counter()
     first_done = None
@@ -90,15 +117,9 @@ def main() -> None:
         with stage("read"):
             labels = read(path)
         with stage("edges"):
-            cross = ndimage.generate_binary_structure(labels.ndim, 1)
-            edges = (ndimage.grey_dilation(labels, footprint=cross) != labels) | (
-                ndimage.grey_erosion(labels, footprint=cross) != labels
-            )
+            edges = edges_of(labels)
         with stage("distance"):
-            if edges.any():
-                d = ndimage.distance_transform_edt(~edges, sampling=spacing)
-            else:  # one label only: no edge anywhere, so delta = 1
-                d = np.full(labels.shape, np.inf)
+            d = distance_of(edges, spacing)
         with stage("weights"):
             w = phi[labels] * (1.0 - np.exp(-(d**2) / (2.0 * args.sigma**2)))
         with stage("write"):

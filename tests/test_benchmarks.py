@@ -244,3 +244,40 @@ def test_object_storage_benchmark_quick_run(tmp_path: Path) -> None:
     report = json.loads(path.read_text())
     assert set(report["masks_per_s"]) == {"disk", "s3 out", "s3 all", "s3 all +20 ms"}
     assert all(v > 0 for v in report["masks_per_s"].values()) and all(report["maps_equal_to_disk"].values())
+
+
+def test_pool_scaling_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/pool_scaling.py at a tiny size: both worker counts timed, every store equal."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "pool_scaling.py"), "--out", str(tmp_path), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [path] = tmp_path.glob("pool-scaling-cpu-*-quick.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["workers"] for r in rows] == [1, 2]
+    assert all(r["masks_per_s"] > 0 and len(r["seconds"]) == 2 for r in rows)
+    assert rows[0]["ratio"] == pytest.approx(1.0)
+
+
+def test_shard_write_benchmark_quick_run() -> None:
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "shard_write.py"), "--quick", "--repeats", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("\n| ") == 3  # the header's rule and one row per map size
+
+
+def test_plain_scipy_on_a_pool_writes_the_plain_script_s_maps(tmp_path: Path) -> None:
+    """Baseline (g) is baseline (a) on a pool: the same files, the same bytes."""
+    from weightmaps.sample_data import write_dataset
+
+    root = write_dataset(tmp_path / "data", n=6, shape=(24, 32), num_classes=3, seed=5, with_images=False)
+    for script, out in (("plain_scipy.py", "a"), ("plain_scipy_pool.py", "g")):
+        proc = subprocess.run([sys.executable, str(BENCHMARKS / script), str(root / "masks"), str(tmp_path / out),
+                               "--sigma", "2"] + (["--processes", "2"] if out == "g" else []),
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["n"] == 6 and report["steady_s_per_mask"] > 0 and report["startup_s"] > 0
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "g").iterdir())
+    for name in names:
+        assert np.load(tmp_path / "a" / name).tobytes() == np.load(tmp_path / "g" / name).tobytes()

@@ -42,6 +42,9 @@ def test_gpu_day_rehearsal_runs_every_phase(tmp_path: Path) -> None:
         d = size["variants"]["d"]
         assert len(d["seconds"]) == 2 and d["steady_masks_per_s"] > 0 and d["projected_10k_s"] > 0
         assert size["variants"]["a"]["n"] == size["subset_n"] < size["n"]
+        # The same host's CPU baselines: weightmaps --device cpu (f) and plain scipy on a Pool (g).
+        assert {"a", "d", "f", "g"} <= set(size["variants"]) and size["variants"]["g"]["n"] == size["n"]
+        assert all(d[f"steady_ratio_to_{base}"] > 0 for base in ("a", "f", "g")), d
         # The stage pass times the pipeline's own compute_maps: every timer seam was entered.
         seconds = size["stages"]["cpu"]["seconds"]
         assert all(seconds[stage] > 0 for stage in ("transfer", "edges", "distance", "weights")), seconds
