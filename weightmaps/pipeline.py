@@ -43,6 +43,7 @@ from weightmaps.location import Location
 from weightmaps.lock import store_lock
 from weightmaps.params import UNET_FIELDS, WEIGHT_KINDS, MapParams
 from weightmaps.shards import PoolExecutor, ShardExecutor, ShardSettings, ShardTimes
+from weightmaps.spool import Spool
 from weightmaps.stats import Progress, ScanResult, open_inputs
 from weightmaps.worker_pool import WorkerPool
 from weightmaps.validation import (
@@ -110,18 +111,17 @@ class ComputeResult:
     steady_masks_per_second: float | None = None
 
 
-def _check_against_first_mask(source: MaskSource, spacing: Any, connectivity: int) -> None:
-    """Spacing and connectivity against the first mask's dimensionality, before the scan.
-
-    A first mask that cannot be read is left to the scan, which lists every bad input.
-    """
+def _check_against_first_mask(source: MaskSource, spacing: Any, connectivity: int) -> np.ndarray | None:
+    """Spacing and connectivity against the first mask's dimensionality, before the scan; the
+    first mask (None when it cannot be read: that is left to the scan, which lists every bad input)."""
     try:
-        ndim = source.read(0).ndim
+        first = source.read(0)
     except (WeightmapsError, IndexError):
-        return
-    check_connectivity(connectivity, ndim)
+        return None
+    check_connectivity(connectivity, first.ndim)
     if spacing is not None:
-        check_spacing(spacing, ndim)
+        check_spacing(spacing, first.ndim)
+    return first
 
 
 def _resolve_spacing(spacing: Any, result: ScanResult) -> tuple[float, ...] | None:
@@ -325,12 +325,15 @@ def compute(
     # Every check that can fail on the parameters runs before the scan (which may take an hour)
     # and so before any store exists; those that need the masks' dimensionality read one first.
     source = open_inputs(inputs, label_map, float_labels, storage_options=storage_options)
-    _check_against_first_mask(source, spacing, connectivity)
+    first = _check_against_first_mask(source, spacing, connectivity)
 
-    # The run's worker processes (unless an executor brings its own): they scan, then compute.
+    # The run's worker processes (unless an executor brings its own): they scan, then compute,
+    # reading back the masks the scan decoded (its spool) instead of decoding them again.
     with contextlib.ExitStack() as stack:
         runner: ShardExecutor = executor if executor is not None else PoolExecutor(
-            stack.enter_context(WorkerPool(source, processes)))
+            stack.enter_context(WorkerPool(source, processes)),
+            _spool(stack, len(source), first) if processes > 1 and not dry_run else None,
+        )
         # 1. scan
         resuming = resume and out_exists
         scanned = runner.scan(
@@ -409,6 +412,7 @@ def compute(
             settings = ShardSettings(
                 params=params, device=backend, batch_size=batch_size,
                 source_indices=None if len(scanned.indices) == len(source) else scanned.indices,
+                spool=runner.spool if isinstance(runner, PoolExecutor) else None, spooled=scanned.spooled or None,
             )
             busy = {"decode": 0.0, "compute": 0.0, "write": 0.0}
             done = n_total - n_pending
@@ -458,6 +462,14 @@ def compute(
                 class_weights=weights, seconds=seconds, busy_seconds=busy, masks_per_second=rate,
                 bad=scanned.bad, spacing=spacing_used, device=backend.name, steady_masks_per_second=steady,
             )
+
+
+def _spool(stack: contextlib.ExitStack, n: int, first: np.ndarray | None) -> Spool | None:
+    """The run's spool (removed when the run ends), sized by the first mask; None if none fits."""
+    spool = Spool.create(n, first.nbytes) if first is not None else None
+    if spool is not None:
+        stack.callback(spool.remove)
+    return spool
 
 
 def _map_fields(

@@ -27,6 +27,7 @@ from weightmaps.backend import Backend, get_backend, is_cupy_array
 from weightmaps.engine import StageTimer, untimed as _untimed
 from weightmaps.errors import WeightmapsError
 from weightmaps.params import MapParams
+from weightmaps.spool import Spool, SpoolEntry
 from weightmaps.stats import ScanResult
 from weightmaps.worker_pool import WorkerPool
 
@@ -66,6 +67,8 @@ class ShardSettings:
     options). ``source_indices`` maps a store sample index to its position in the source (None:
     the same); it differs when bad samples were skipped. ``device_memory``: bytes of device
     memory the process may hold (its share of a GPU that several processes use; None: all).
+    ``spool`` and ``spooled`` (by source position): masks the scan decoded already, read back
+    instead of decoded again (:mod:`weightmaps.spool`).
     """
 
     params: MapParams
@@ -73,18 +76,23 @@ class ShardSettings:
     batch_size: int | None = None
     source_indices: tuple[int, ...] | Mapping[int, int] | None = None
     device_memory: int | None = None
+    spool: Spool | None = None
+    spooled: Mapping[int, SpoolEntry] | None = None
 
     def source_index(self, index: int) -> int:
         """The source position of store sample ``index``."""
         return self.source_indices[index] if self.source_indices is not None else index
 
     def for_tasks(self, tasks: Sequence[ShardTask]) -> ShardSettings:
-        """These settings with the index map cut down to ``tasks``' samples: what a worker is
-        sent with them (the whole map of a large dataset would travel with every task)."""
-        if self.source_indices is None:
-            return self
-        wanted = {i: self.source_index(i) for task in tasks for i in task.sample_indices}
-        return dataclasses.replace(self, source_indices=wanted)
+        """These settings with the per-sample maps cut down to ``tasks``' samples: what a worker is
+        sent with them (the whole maps of a large dataset would travel with every task)."""
+        positions = {i: self.source_index(i) for task in tasks for i in task.sample_indices}
+        spooled = self.spooled
+        if spooled is not None:
+            spooled = {p: spooled[p] for p in positions.values() if p in spooled}
+        return dataclasses.replace(
+            self, source_indices=positions if self.source_indices is not None else None, spooled=spooled
+        )
 
 
 @dataclass(frozen=True)
@@ -96,24 +104,38 @@ class ShardTimes:
 
 
 def decode_shard(task: ShardTask, source: MaskSource, settings: ShardSettings) -> tuple[list[np.ndarray], list[str]]:
-    """The task's masks (in its order, each of the shape the scan saw) and their digests."""
+    """The task's masks (in its order, each of the shape the scan saw) and their digests.
+
+    A mask the scan left in the run's spool is read from there, with the digest the scan took.
+    """
     from weightmaps.readers import mask_digest
 
+    positions = [settings.source_index(index) for index in task.sample_indices]
+    spooled: dict[int, tuple[np.ndarray, str]] = {}
+    if settings.spool is not None and settings.spooled:
+        for i in positions:
+            entry = settings.spooled.get(i)
+            labels = settings.spool.read(entry) if entry is not None else None
+            if entry is not None and labels is not None:
+                spooled[i] = (labels, entry.digest)
     masks = []
     digests = []
     # Remote masks: the shard's files in one round of concurrent GETs, not one round trip each.
-    with source.prefetched([settings.source_index(index) for index in task.sample_indices]):
-        for index, shape in zip(task.sample_indices, task.shapes, strict=True):
-            i = settings.source_index(index)
-            labels = source.read(i)
+    with source.prefetched([i for i in positions if i not in spooled]):
+        for i, shape in zip(positions, task.shapes, strict=True):
             shape = settings.params.mask_shape(shape)
+            if i in spooled:
+                labels, digest = spooled[i]
+            else:
+                labels = source.read(i)
+                digest = mask_digest(labels)
             if tuple(labels.shape) != shape:
                 raise WeightmapsError(
                     f"{source.describe(i)}: shape {tuple(labels.shape)} differs from {shape} "
                     "seen by the scan; did the input change during the run?"
                 )
             masks.append(labels)
-            digests.append(mask_digest(labels))
+            digests.append(digest)
     return masks, digests
 
 
@@ -288,17 +310,19 @@ class PoolExecutor:
     :class:`~weightmaps.worker_pool.WorkerPool` (what :func:`~weightmaps.pipeline.compute` uses
     without ``executor=``).
 
-    On a GPU, every process uses the device: each gets an equal share of its memory (the limit of
+    The scan leaves the masks it decoded in ``spool``, and the shards read them back from there
+    (:mod:`weightmaps.spool`). On a GPU, every process uses the device: each gets an equal share of its memory (the limit of
     its CuPy pool), and where a sample needs more than :func:`weightmaps.cuda_plan.worker_bytes`
     allows for all of them, fewer run at once (:func:`weightmaps.cuda_plan.device_workers`).
     """
 
     pool: WorkerPool
+    spool: Spool | None = None  # where the scan leaves the masks it decoded, for the shards
 
     def scan(self, inputs: Any, **kwargs: Any) -> ScanResult:
         from weightmaps.stats import scan
 
-        return scan(inputs, pool=self.pool, **kwargs)
+        return scan(inputs, pool=self.pool, spool=self.spool, **kwargs)
 
     def run_shards(
         self, tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings,

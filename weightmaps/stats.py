@@ -24,6 +24,7 @@ from weightmaps._concurrency import bounded_map, default_threads
 from weightmaps.classweights import add_counts, add_image_pixels, count_labels
 from weightmaps.errors import BadInputError, BadSample, WeightmapsError
 from weightmaps.readers import mask_digest
+from weightmaps.spool import Spool, SpoolChunk, SpoolEntry
 from weightmaps.worker_pool import WorkerPool
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class SampleScan(NamedTuple):
     spacing: tuple[float, ...] | None  # from the file's header (NIfTI), else None
     ignored: int = 0  # pixels of the ignore label
     digest: str | None = None  # readers.mask_digest, when the scan was asked for digests
+    spooled: SpoolEntry | None = None  # where the scan left the decoded labels (a run's spool)
 
 
 # A sample's scan: what it holds, or the reason it is bad.
@@ -74,6 +76,8 @@ class ScanChecks:
     # Instance masks: count two classes, background (0) and instance (every other id), as the
     # U-Net map's class weights see them; num_classes does not apply to instance ids.
     instance_masks: bool = False
+    # Keep the decoded labels there for the compute pass (chunked scans only: one file a chunk).
+    spool: Spool | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class ScanResult:
     image_pixels: dict[int, int] = field(default_factory=dict)
     ignored_pixels: int = 0
     digests: tuple[str, ...] = ()  # aligned with ids when the scan recorded digests, else empty
+    spooled: dict[int, SpoolEntry] = field(default_factory=dict)  # by source position, good samples
 
     @property
     def ndim(self) -> int:
@@ -124,6 +129,7 @@ class ScanTally:
     image_pixels: dict[int, dict[int, int]] = field(default_factory=dict)  # ndim -> label -> pixels
     ignored: int = 0  # pixels of the ignore label, all samples
     digests: dict[int, str] = field(default_factory=dict)
+    spooled: dict[int, SpoolEntry] = field(default_factory=dict)
     n_seen: int = 0
 
     def add(self, i: int, outcome: ScanOutcome) -> None:
@@ -136,6 +142,8 @@ class ScanTally:
         self.ignored += outcome.ignored
         if outcome.digest is not None:
             self.digests[i] = outcome.digest
+        if outcome.spooled is not None:
+            self.spooled[i] = outcome.spooled
         ndim = len(outcome.shape)
         add_counts(self.counts.setdefault(ndim, {}), outcome.counts)
         add_image_pixels(self.image_pixels.setdefault(ndim, {}), outcome.counts)
@@ -144,6 +152,7 @@ class ScanTally:
         self.n_seen += other.n_seen
         self.ignored += other.ignored
         self.digests.update(other.digests)
+        self.spooled.update(other.spooled)
         self.shapes.update(other.shapes)
         self.spacings.update(other.spacings)
         self.problems.update(other.problems)
@@ -180,10 +189,11 @@ def finish_scan(source: MaskSource, tally: ScanTally, *, skip_bad: bool, started
         image_pixels=dict(sorted(tally.image_pixels.get(ndim, {}).items())),
         ignored_pixels=tally.ignored,
         digests=tuple(tally.digests[i] for i in good) if tally.digests else (),
+        spooled={i: tally.spooled[i] for i in good if i in tally.spooled},
     )
 
 
-def scan_one(source: MaskSource, i: int, checks: ScanChecks) -> SampleScan:
+def scan_one(source: MaskSource, i: int, checks: ScanChecks, spool: SpoolChunk | None = None) -> SampleScan:
     labels = source.read(i)
     if labels.ndim not in (2, 3):  # the source promises 2-D or 3-D; a cheap second check
         raise WeightmapsError(f"masks must be 2-D or 3-D, got shape {labels.shape}")
@@ -199,9 +209,12 @@ def scan_one(source: MaskSource, i: int, checks: ScanChecks) -> SampleScan:
                 + (f" (ignore_index is {checks.ignore_index})" if checks.ignore_index is not None else "")
             )
     spacing = source.spacing(i)
+    spooling = spool is not None and checks.spool is not None and checks.spool.holds(i)
+    digest = mask_digest(labels) if checks.digests or spooling else None
     return SampleScan(
         tuple(int(s) for s in labels.shape), counts, tuple(float(s) for s in spacing) if spacing else None, ignored,
-        mask_digest(labels) if checks.digests else None,
+        digest if checks.digests else None,
+        spool.add(labels, digest) if spool is not None and spooling and digest is not None else None,
     )
 
 
@@ -227,6 +240,7 @@ def scan(
     instance_masks: bool = False,
     storage_options: Mapping[str, Any] | None = None,
     pool: WorkerPool | None = None,
+    spool: Spool | None = None,
 ) -> ScanResult:
     """Decode every mask once: validate, count classes, and gather shapes and spacings.
 
@@ -262,6 +276,9 @@ def scan(
         The run's worker processes, holding ``inputs`` (a MaskSource): the scan runs on them
         (from a few hundred masks on; their start is the run's anyway) and ``processes`` does
         not apply.
+    spool : Spool, optional
+        Where a chunked scan leaves each mask it decoded, for the compute pass
+        (``ScanResult.spooled``; see :mod:`weightmaps.spool`).
 
     Raises
     ------
@@ -284,7 +301,7 @@ def scan(
     threads = threads or default_threads(None)
     if progress:
         progress("scan", 0, n)
-    checks = ScanChecks(num_classes, ignore_index, digests, instance_masks)
+    checks = ScanChecks(num_classes, ignore_index, digests, instance_masks, spool)
     tally = ScanTally()
     with contextlib.ExitStack() as stack:
         if pool is None and processes > 1 and n >= _SCAN_PROCESSES_FROM:
@@ -302,10 +319,10 @@ def scan(
     return finish_scan(source, tally, skip_bad=skip_bad, started=start)
 
 
-def scan_or_problem(source: MaskSource, i: int, checks: ScanChecks) -> ScanOutcome:
+def scan_or_problem(source: MaskSource, i: int, checks: ScanChecks, spool: SpoolChunk | None = None) -> ScanOutcome:
     """Sample ``i``'s scan outcome, or the reason it is bad (without its path, which the report names)."""
     try:
-        return scan_one(source, i, checks)
+        return scan_one(source, i, checks, spool)
     except WeightmapsError as exc:
         return without_path(str(exc), source.samples[i].path)
 
@@ -330,8 +347,12 @@ def _scan_on_threads(
 
 
 def _scan_many(source: MaskSource, indices: range, checks: ScanChecks) -> list[ScanOutcome]:
-    with source.prefetched(indices):  # remote masks: one round of concurrent GETs for them all
-        return [scan_or_problem(source, i, checks) for i in indices]
+    with contextlib.ExitStack() as stack:
+        spool = None
+        if checks.spool is not None and len(indices) and checks.spool.holds(indices[0]):
+            spool = stack.enter_context(checks.spool.chunk(indices[0]))
+        stack.enter_context(source.prefetched(indices))  # remote masks: one round of concurrent GETs for them all
+        return [scan_or_problem(source, i, checks, spool) for i in indices]
 
 
 def _scan_on_processes(

@@ -23,11 +23,12 @@ if TYPE_CHECKING:
     from weightmaps.backend import Backend
 
 # Stages in pipeline order; "compute" = edges + distance + weights.
-STAGES = ("decode", "stats", "digest", "transfer", "edges", "distance", "weights", "write")
+STAGES = ("decode", "stats", "digest", "spool", "transfer", "edges", "distance", "weights", "write")
 STAGE_NOTES = {
-    "decode": "source.read (PNG/TIFF decode + validation), twice per mask as in the pipeline: scan + compute pass",
+    "decode": "source.read (PNG/TIFF decode + validation), once per mask as in the pipeline: the scan",
     "stats": "count_labels (class pixel counts, scan pass)",
-    "digest": "mask_digest (blake2b per mask, for the shard markers)",
+    "digest": "mask_digest (blake2b per mask, for the shard markers; taken by the scan)",
+    "spool": "the decoded mask written to the run's spool by the scan and read back by its shard",
     "transfer": "compute_maps: each batch to the device and its maps back into the shard's array "
                 "(host<->device on a GPU, a copy on the CPU)",
     "edges": "weight_map's label edges",
@@ -83,51 +84,64 @@ def _device_sync(backend: Backend) -> Callable[[], None]:
 def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: str, sigma: float) -> dict[str, Any]:
     """One single-process pass through the pipeline's calls, each stage timed.
 
-    ``weightmaps.pipeline.compute`` scans (``source.read`` + ``count_labels`` per mask), creates
-    the store, then per shard decodes (``source.read`` + ``mask_digest``), computes the maps
-    (``shards.compute_task_maps``) and writes them (``StoreWriter.write_shard``). The same calls are
-    made here in the same order; ``compute_maps`` times its own transfers and ``weight_map``'s
-    edges, distance and weights through the timer. ``masks`` is anything ``open_source`` takes
-    (a folder, or a list of files for the warm-up pass); ``device`` one of :data:`STAGE_DEVICES`.
+    ``weightmaps.pipeline.compute`` scans (``source.read`` + ``count_labels`` + ``mask_digest`` per
+    mask, the labels left in the run's spool), creates the store, then per shard reads its masks
+    back from the spool, computes the maps (``shards.compute_task_maps``) and writes them
+    (``StoreWriter.write_shard``). The same calls are made here in the same order; ``compute_maps``
+    times its own transfers and ``weight_map``'s edges, distance and weights through the timer.
+    ``masks`` is anything ``open_source`` takes (a folder, or a list of files for the warm-up
+    pass); ``device`` one of :data:`STAGE_DEVICES`.
     """
     from weightmaps.classweights import add_counts, class_weights, count_labels
     from weightmaps.params import MapParams
     from weightmaps.readers import mask_digest
     from weightmaps.shards import ShardSettings, compute_task_maps
     from weightmaps.sources import open_source
+    from weightmaps.spool import Spool
     from weightmaps.store import create_store
 
     backend = stage_backend(device)
     timer = StageTimer(_device_sync(backend))
     source = open_source(masks if isinstance(masks, list) else str(masks))
 
-    # Scan pass (stats.scan): decode every mask, count its classes.
+    # Scan pass (stats.scan): decode every mask, count its classes, take its digest, spool it.
     counts: dict[int, int] = {}
     shapes = []
-    for i in range(len(source)):
-        with timer("decode"):
-            labels = source.read(i)
-        with timer("stats"):
-            add_counts(counts, count_labels(labels))
-        shapes.append(labels.shape)
-    params = MapParams(sigma=sigma, class_weights=class_weights(dict(sorted(counts.items())), "balanced"),
-                       spacing=size.spacing)
-    settings = ShardSettings(params=params, device=backend)
-    with timer("write"):
-        writer = create_store(store, ids=source.ids, shapes=shapes, params=params, class_counts=counts,
-                              fingerprint=source.fingerprint())
-
-    # Compute pass, shard by shard (shards.run_shard).
-    for task in writer.tasks():
-        with timer("decode"):
-            masks = [source.read(i) for i in task.sample_indices]
-        with timer("digest"):
-            digests = [mask_digest(m) for m in masks]
-        maps = compute_task_maps(masks, settings, backend, timer=timer)
+    spool = Spool.create(len(source), source.read(0).nbytes, where=str(store.parent))
+    assert spool is not None, "no room for a spool next to the store"
+    spooled = {}
+    try:
+        with spool.chunk(0) as chunk:
+            for i in range(len(source)):
+                with timer("decode"):
+                    labels = source.read(i)
+                with timer("stats"):
+                    add_counts(counts, count_labels(labels))
+                with timer("digest"):
+                    digest = mask_digest(labels)
+                with timer("spool"):
+                    spooled[i] = chunk.add(labels, digest)
+                shapes.append(labels.shape)
+        params = MapParams(sigma=sigma, class_weights=class_weights(dict(sorted(counts.items())), "balanced"),
+                           spacing=size.spacing)
+        settings = ShardSettings(params=params, device=backend)
         with timer("write"):
-            writer.write_shard(task, maps, digests)
-    with timer("write"):
-        writer.finalize({"benchmark": "stage breakdown"})
+            writer = create_store(store, ids=source.ids, shapes=shapes, params=params, class_counts=counts,
+                                  fingerprint=source.fingerprint())
+
+        # Compute pass, shard by shard (shards.run_shard).
+        for task in writer.tasks():
+            with timer("spool"):
+                entries = [spooled[i] for i in task.sample_indices]
+                masks = [spool.read(e) for e in entries if e is not None]
+            assert len(masks) == len(task), "a mask did not come back from the spool"
+            maps = compute_task_maps(masks, settings, backend, timer=timer)
+            with timer("write"):
+                writer.write_shard(task, maps, [e.digest for e in entries if e is not None])
+        with timer("write"):
+            writer.finalize({"benchmark": "stage breakdown"})
+    finally:
+        spool.remove()
 
     seconds = {stage: timer.seconds.get(stage, 0.0) for stage in STAGES}
     total = sum(seconds.values())
