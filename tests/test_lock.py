@@ -53,7 +53,8 @@ def test_a_second_run_on_a_store_being_written_is_refused_and_touches_nothing(ma
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(masks: Path, tmp_path: Path) -> None:
     out = tmp_path / "w.zarr"
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          timeout=60)
     dead_pid = int(gone.stdout)
     lock_path(out).write_text(json.dumps({"host": socket.gethostname(), "pid": dead_pid, "started": "earlier"}))
     result = wm.compute(list(sorted(str(p) for p in masks.iterdir()))[:4], out, sigma=2.0, device="cpu", workers=1)
