@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from weightmaps._concurrency import bounded_map, exit_with_driver, process_context, start_process_server
+from weightmaps._concurrency import (
+    Interrupt,
+    bounded_map,
+    deferred_interrupt,
+    exit_with_driver,
+    process_context,
+    start_process_server,
+)
 from weightmaps.backend import Backend, get_backend, is_cupy_array
 from weightmaps.engine import StageTimer, untimed as _untimed
 from weightmaps.errors import WeightmapsError
@@ -196,8 +203,19 @@ def run_processes(
     tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings, workers: int,
     on_done: Callable[[ShardTimes], None],
 ) -> None:
+    # A Ctrl-C stops the loop between shards (a shard is written whole, then its marker; the
+    # workers ignore SIGINT and finish theirs), never inside the pool's locking or a zarr write.
+    with deferred_interrupt() as interrupt:
+        _run_processes(tasks, source, writer, settings, workers, on_done, interrupt)
+
+
+def _run_processes(
+    tasks: Sequence[ShardTask], source: MaskSource, writer: StoreWriter, settings: ShardSettings, workers: int,
+    on_done: Callable[[ShardTimes], None], interrupt: Interrupt,
+) -> None:
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
+            interrupt.check()
             on_done(run_shard(task, source, writer, settings))
         return
     workers = min(workers, len(tasks))
@@ -207,7 +225,7 @@ def run_processes(
         initargs=(source, writer, settings, os.getpid()),
     ) as pool:
         try:
-            for _, future in bounded_map(pool, _run_shard_in_worker, tasks, _IN_FLIGHT_PER_WORKER * workers):
+            for _, future in bounded_map(pool, _run_shard_in_worker, tasks, _IN_FLIGHT_PER_WORKER * workers, interrupt):
                 on_done(future.result())
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)

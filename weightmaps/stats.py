@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightmaps._concurrency import (
+    Interrupt,
     bounded_map,
     default_threads,
+    deferred_interrupt,
     exit_with_driver,
     process_context,
     start_process_server,
@@ -283,15 +285,20 @@ def scan(
     if progress:
         progress("scan", 0, n)
     checks = ScanChecks(num_classes, ignore_index, digests, instance_masks)
-    if processes > 1 and n >= _SCAN_PROCESSES_FROM:
-        outcomes = _scan_on_processes(source, range(n), checks, processes)
-    else:
-        outcomes = _scan_on_threads(source, range(n), checks, threads)
+    on_processes = processes > 1 and n >= _SCAN_PROCESSES_FROM
+    log.info("scanning %d masks from %s on %s", n, source.description,
+             f"{processes} processes" if on_processes else f"{threads} threads")
     tally = ScanTally()
-    for i, outcome in outcomes:
-        tally.add(i, outcome)
-        if progress:
-            progress("scan", tally.n_seen, n)
+    # A Ctrl-C during the scan stops it between waits, never inside the pool's locking.
+    with deferred_interrupt() as interrupt:
+        if on_processes:
+            outcomes = _scan_on_processes(source, range(n), checks, processes, interrupt)
+        else:
+            outcomes = _scan_on_threads(source, range(n), checks, threads, interrupt)
+        for i, outcome in outcomes:
+            tally.add(i, outcome)
+            if progress:
+                progress("scan", tally.n_seen, n)
     return finish_scan(source, tally, skip_bad=skip_bad, started=start)
 
 
@@ -304,21 +311,21 @@ def scan_or_problem(source: MaskSource, i: int, checks: ScanChecks) -> ScanOutco
 
 
 def _scan_on_threads(
-    source: MaskSource, indices: range, checks: ScanChecks, threads: int
+    source: MaskSource, indices: range, checks: ScanChecks, threads: int, interrupt: Interrupt | None = None,
 ) -> Iterator[tuple[int, ScanOutcome]]:
     with cf.ThreadPoolExecutor(threads, thread_name_prefix="weightmaps-scan") as pool:
         if source.remote:
             # A thread per mask would wait a round trip per mask: a chunk's GETs go out together.
             chunks = [indices[start:start + _SCAN_CHUNK] for start in range(0, len(indices), _SCAN_CHUNK)]
             for chunk, future in bounded_map(pool, functools.partial(_scan_many, source, checks=checks), chunks,
-                                             threads * 2):
+                                             threads * 2, interrupt):
                 yield from zip(chunk, future.result(), strict=True)
             return
 
         def one(i: int) -> ScanOutcome:
             return scan_or_problem(source, i, checks)
 
-        for i, future in bounded_map(pool, one, indices, threads * _SCAN_WINDOW_PER_THREAD):
+        for i, future in bounded_map(pool, one, indices, threads * _SCAN_WINDOW_PER_THREAD, interrupt):
             yield i, future.result()
 
 
@@ -343,7 +350,7 @@ def _scan_chunk(indices: range, checks: ScanChecks) -> list[ScanOutcome]:
 
 
 def _scan_on_processes(
-    source: MaskSource, indices: range, checks: ScanChecks, processes: int
+    source: MaskSource, indices: range, checks: ScanChecks, processes: int, interrupt: Interrupt | None = None,
 ) -> Iterator[tuple[int, ScanOutcome]]:
     chunks = [indices[start:start + _SCAN_CHUNK] for start in range(0, len(indices), _SCAN_CHUNK)]
     if not chunks:
@@ -353,9 +360,11 @@ def _scan_on_processes(
         min(processes, len(chunks)), mp_context=process_context(),
         initializer=_init_scan_worker, initargs=(source, os.getpid()),
     ) as pool:
-        futures = {pool.submit(_scan_chunk, c, checks): c for c in chunks}
-        for future in cf.as_completed(futures):
-            yield from zip(futures[future], future.result(), strict=True)
+        # A few chunks per process in flight (each result is a chunk's shapes and counts): an
+        # interrupted scan waits for those only.
+        for chunk, future in bounded_map(pool, functools.partial(_scan_chunk, checks=checks), chunks,
+                                         processes * 2, interrupt):
+            yield from zip(chunk, future.result(), strict=True)
 
 
 def without_path(message: str, path: str | None) -> str:
