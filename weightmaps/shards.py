@@ -120,9 +120,29 @@ def compute_task_maps(
         stop = start + 1
         while stop < len(masks) and masks[stop].shape == masks[start].shape:
             stop += 1
-        maps.extend(compute_maps(np.stack(masks[start:stop]), settings, backend, timer))
+        maps.extend(compute_maps(_stack_labels(masks[start:stop]), settings, backend, timer))
         start = stop
     return maps
+
+
+def _stack_labels(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """Same-shaped label arrays as one integer stack, whatever mix of integer dtypes they come in.
+
+    ``np.stack`` promotes int64 with uint64 (any signed dtype with uint64) to float64, which is
+    no label dtype and not exact above 2**53. Labels are >= 0 (the readers check), so the stack
+    takes int64 when every value fits it, else uint64; each mask's range is checked all the same.
+    """
+    dtype = np.result_type(*masks)
+    if dtype.kind in "iub":
+        return np.stack(masks)
+    ranges = [(int(m.min()), int(m.max())) for m in masks]
+    low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    dtype = np.dtype(np.int64) if high <= np.iinfo(np.int64).max else np.dtype(np.uint64)
+    if low < 0 and dtype == np.uint64:
+        raise WeightmapsError(
+            f"labels {low} and {high} in one batch fit neither int64 nor uint64; labels must be >= 0"
+        )
+    return np.stack([m.astype(dtype, copy=False) for m in masks])
 
 
 def compute_maps(
