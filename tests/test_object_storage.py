@@ -168,6 +168,11 @@ def test_lock_object_refuses_a_second_run_and_a_dead_local_run_is_taken_over(
             wm.compute(dataset / "masks", url, sigma=2.0, device="cpu", workers=1, storage_options=opts)
         with pytest.raises(StoreLockedError), store_lock(url, opts):
             pass
+        # Another name of the same objects (s3a:// is s3fs too), and the trailing slash: one lock.
+        for alias in (f"s3a://{s3_bucket}/w.zarr", f"s3://{s3_bucket}/w.zarr/"):
+            with pytest.raises(StoreLockedError, match="being written by another run"):
+                wm.compute(dataset / "masks", alias, sigma=2.0, device="cpu", workers=1, storage_options=opts)
+        assert not fs.exists(f"{s3_bucket}/w.zarr")
     assert not fs.exists(lock)
     # a run on another host: refused, named
     fs.pipe(lock, json.dumps({"host": "render-07", "pid": 4242, "started": "2026-11-26T08:00:00"}).encode())

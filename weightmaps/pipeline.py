@@ -297,8 +297,11 @@ def compute(
     (True, (32, 32))
     """
     t_start = time.perf_counter()
-    out_location = Location.of(out, storage_options)
-    out_path = str(Path(out)) if out_location.is_local else out_location.url  # as given, for messages
+    given = Location.of(out, storage_options)
+    out_path = str(Path(out)) if given.is_local else given.url  # as given, for messages
+    # Everything below (the lock, creating, overwriting, resuming) acts on the real store, links
+    # resolved: a store reached by two names is still one store with one lock (weightmaps.lock).
+    out_location = given.canonical() if given.writable else given
     if resume and overwrite:
         raise WeightmapsError("resume and overwrite exclude each other: resume completes a store, overwrite replaces it")
     if not out_location.writable:
