@@ -50,8 +50,11 @@ from weightmaps.shards import (
 )
 from weightmaps.stats import Progress, ScanResult, open_inputs, scan
 from weightmaps.validation import (
+    MAX_SDF_CLASSES,
+    check_class_weights_normal,
     check_connectivity,
     check_distances_fit,
+    check_distances_representable,
     check_label_options,
     check_sigma,
     check_spacing,
@@ -326,6 +329,11 @@ def compute(
     map_fields = _map_fields(kind, sigma, w0, tolerance, instances, num_classes)
     if max_weight is not None and not (math.isfinite(max_weight) and max_weight > 0):
         raise WeightmapsError(f"max_weight must be a finite number > 0, got {max_weight!r}")
+    if spacing is not None and map_fields["kind"] not in WEIGHT_KINDS:
+        # Whether the dtype holds these distances depends on the spacing alone: known before any
+        # mask is read (a header spacing is checked after the scan, below).
+        per_axis = (spacing,) if np.isscalar(spacing) else tuple(spacing)  # type: ignore[arg-type]
+        check_distances_representable(check_spacing(spacing, len(per_axis)), dtype)
     backend = get_backend(device)
     use_threads = parallel == "threads" or (parallel == "auto" and backend.name == "cuda")
     # The scan decodes on worker processes where the dataset is large enough (stats.scan decides),
@@ -375,13 +383,18 @@ def compute(
     )
     # What the maps could come out as: never inf, never all 0 (before any store exists).
     map_shapes = [params.map_shape(s) for s in scanned.shapes]
+    present = set(scanned.counts)  # the classes the maps can hold (a class weight of another is never used)
     if params.kind in WEIGHT_KINDS:
         check_weights_fit(params.class_weights, dtype, headroom=params.w0 or 0.0)
         class_weight_table(params.class_weights, params.ignore_index)
-    if params.kind == "bressan":  # a U-Net map is w_c + s ≥ w_c: σ cannot round it away
-        check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype)  # type: ignore[arg-type]
+    if params.kind == "bressan":  # never all 0, and every weight a normal number of the dtype
+        check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype,  # type: ignore[arg-type]
+                                    labels=present)
+    if params.kind == "unet":  # w_c + s ≥ w_c: normal when w_c is (s is exact to tolerance·w0 anyway)
+        check_class_weights_normal({c: w for c, w in params.class_weights.items() if c in present}, dtype)
     if params.kind not in WEIGHT_KINDS:
         check_distances_fit(scanned.shapes, spacing_used, dtype)
+        check_distances_representable(spacing_used, dtype)
     if ignore_index is not None and scanned.ignored_pixels == 0:
         log.warning("ignore_index %d occurs in no mask: no pixel is ignored", ignore_index)
     fingerprint = source.fingerprint()
@@ -484,6 +497,11 @@ def _map_fields(
     """The map kind's own fields of MapParams, checked (with their defaults) before the scan."""
     probe = MapParams(sigma=sigma, class_weights={}, kind=kind, w0=w0, tolerance=tolerance, instances=instances,
                       num_classes=num_classes)
+    if probe.kind == "sdf" and int(num_classes) > MAX_SDF_CLASSES:  # type: ignore[arg-type]
+        raise WeightmapsError(
+            f"num_classes (--num-classes) of an sdf map must be <= {MAX_SDF_CLASSES}: a map holds one channel per "
+            f"class, num_classes times its mask; got {num_classes}"
+        )
     if probe.instances == "as-is" and num_classes is not None:
         raise WeightmapsError(
             "num_classes checks class labels, and instance masks (instances='as-is') hold instance ids; "
