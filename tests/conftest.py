@@ -28,7 +28,26 @@ def _cuda_available() -> bool:
     return cuda_unavailable_reason() is None
 
 
+# The bound of every test that does not set its own (pytest.mark.timeout): generous for a loaded
+# 2-core CI machine, where the slowest tests take a few minutes, and finite, so that a cluster that
+# never starts or a child that never exits fails one test with a traceback instead of hanging the
+# job. Not in pyproject's ini options: the GPU machine runs plain pytest (no pytest-timeout) under
+# --strict-config, which refuses an unknown "timeout" key; without the plugin there is no bound.
+DEFAULT_TIMEOUT_S = 600
+
+
+def _default_timeout(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    if config.getoption("timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT"):
+        return  # the caller chose (--timeout=0 turns the bounds off, e.g. to debug)
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _default_timeout(config, items)
     if _cuda_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device with CuPy and cuCIM")

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+START_TIMEOUT_S = 120
+
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -56,7 +58,8 @@ class S3Server:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
         )
-        deadline = time.monotonic() + 30
+        # Bounded, and generous: moto's imports alone take seconds on a loaded 2-core machine.
+        deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"moto_server exited with status {self.process.returncode}")
@@ -66,7 +69,7 @@ class S3Server:
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError("moto_server did not answer within 30 s")
+        raise RuntimeError(f"moto_server did not answer within {START_TIMEOUT_S} s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -75,6 +78,7 @@ class S3Server:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait(10)
 
     def filesystem(self) -> Any:
         import s3fs

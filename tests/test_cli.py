@@ -328,3 +328,32 @@ def test_cli_messages_name_flags_not_python_arguments(tmp_path: Path) -> None:
     np.save(tmp_path / "masks" / "b.npy", np.eye(4, dtype=np.uint8))
     code, _, err = run("compute", tmp_path / "masks", "--out", tmp_path / "w.zarr", "--sigma", "1", "--no-progress")
     assert code == 2 and "--skip-bad" in err and "skip_bad=True" not in err
+
+
+@pytest.mark.parametrize("big_label", [7, 2**63 + 1])  # fits int64 / only uint64 holds it
+def test_masks_of_one_shape_in_int64_and_uint64_are_computed(tmp_path: Path, big_label: int) -> None:
+    """numpy stacks int64 with uint64 as float64: each mask is cast to one integer dtype, checked."""
+    import weightmaps as wm
+
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    a, b = make_masks(2, (32, 32), num_classes=3, seed=21)
+    signed = a.astype(np.int64)
+    unsigned = b.astype(np.uint64)
+    unsigned[4:12, 4:12] = big_label
+    np.save(masks / "a.npy", signed)
+    np.save(masks / "b.npy", unsigned)
+    out = tmp_path / "w.zarr"
+    code, _, err = run("compute", masks, "--out", out, "--sigma", "2", "--device", "cpu", "--workers", "1",
+                       "--no-progress")
+    assert code == 0, err
+    store = open_store(out)
+    assert store.complete and big_label in store.class_weights
+    for sid, mask in (("a", signed), ("b", unsigned)):
+        expected = wm.weight_map(mask, sigma=2.0, class_weights=store.class_weights, device="cpu")
+        np.testing.assert_array_equal(store[sid], expected)
+    # Every kind goes through the same stacking: a distance store of the same masks.
+    code, _, err = run("compute", masks, "--out", tmp_path / "s.zarr", "--map", "distance", "--device", "cpu",
+                       "--workers", "1", "--no-progress")
+    assert code == 0, err
+    np.testing.assert_array_equal(open_store(tmp_path / "s.zarr")["b"], wm.distance_to_edges(unsigned, device="cpu"))

@@ -21,6 +21,14 @@ import pytest
 distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
+# No test here may wait without bound (a loaded 2-core machine once hung this file for more than
+# 15 minutes): each test, the cluster's start in its first test included, fails after 4 minutes
+# with a traceback; those that kill workers on purpose get longer (below). Idle, the whole file
+# takes about a minute, its longest test 40 s.
+pytestmark = pytest.mark.timeout(240)
+# How long the module's cluster may take to have both workers up before its first test fails.
+CLUSTER_START_S = 120
+
 from weightmaps.errors import BadInputError, IncompleteRunError, WeightmapsError  # noqa: E402
 from weightmaps.pipeline import compute  # noqa: E402
 from weightmaps.stats import scan  # noqa: E402
@@ -69,8 +77,18 @@ def reference(masks: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture
+def client(cluster_client: Any) -> Any:
+    """The module's client with a worker up: a test whose workers were killed (on purpose, or a
+    timed-out test's) does not hand the next one a cluster without any, whose tasks would wait for
+    ever. One, not both: after the worker-killing tests a nanny does not always bring its worker
+    back (seen on a loaded 2-core machine), and every test here runs on one worker."""
+    cluster_client.wait_for_workers(1, timeout=CLUSTER_START_S)
+    return cluster_client
+
+
 @pytest.fixture(scope="module")
-def client() -> Any:
+def cluster_client() -> Any:
     # One worker death is survived, a second one of the same task fails it (KilledWorker): keeps
     # the poison tests short. The scheduler reads the setting when it starts.
     with (
@@ -78,8 +96,9 @@ def client() -> Any:
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
-        distributed.Client(cluster) as c,
+        distributed.Client(cluster, timeout=f"{CLUSTER_START_S}s") as c,
     ):
+        c.wait_for_workers(2, timeout=CLUSTER_START_S)  # raises TimeoutError naming the wait
         yield c
 
 
@@ -133,6 +152,7 @@ def test_scan_map_reduce_equals_in_process(client: Any, masks: Path, tmp_path: P
     assert scan_on_dask(client, str(masks)).counts == scan(str(masks)).counts  # default chunks
 
 
+@pytest.mark.timeout(300)
 def test_a_worker_dies_mid_run(client: Any, masks: Path, reference: Path, tmp_path: Path) -> None:
     counter = tmp_path / "reads"
     source = CrashingSource(masks, counter, on=range(2, 3))  # the 2nd read is the compute pass's
@@ -141,6 +161,7 @@ def test_a_worker_dies_mid_run(client: Any, masks: Path, reference: Path, tmp_pa
     assert_same_store(reference, tmp_path / "w.zarr")
 
 
+@pytest.mark.timeout(480)  # workers die three times, then a second cluster starts for the resume
 def test_a_shard_that_keeps_killing_workers(client: Any, masks: Path, reference: Path, tmp_path: Path) -> None:
     out = tmp_path / "w.zarr"
     source = CrashingSource(masks, tmp_path / "reads", on=range(2, 1000))
@@ -162,6 +183,7 @@ def test_a_shard_that_keeps_killing_workers(client: Any, masks: Path, reference:
     assert_same_store(reference, out)
 
 
+@pytest.mark.timeout(300)
 def test_an_input_that_kills_its_reader_is_a_bad_input(client: Any, masks: Path, tmp_path: Path) -> None:
     source = CrashingSource(masks, tmp_path / "reads", on=range(1, 1000))
     result = compute_on_dask(client, source, tmp_path / "w.zarr", skip_bad=True, **ARGS)
@@ -239,7 +261,7 @@ def test_dask_is_optional(monkeypatch: pytest.MonkeyPatch) -> None:
         "import sys, weightmaps, weightmaps.pipeline, weightmaps.distributed; "
         "assert not {'dask', 'distributed'} & set(sys.modules), sorted(m for m in sys.modules if 'dask' in m)"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
     with pytest.raises(WeightmapsError, match=r"weightmaps\[dask\]"):
         with open_client(2):

@@ -19,6 +19,7 @@ import pytest
 import tifffile
 
 import weightmaps as wm
+from tests.processes import process_group
 from weightmaps.sample_data import make_masks
 from weightmaps.store import open_store
 
@@ -102,12 +103,12 @@ def test_killed_and_resumed_mixed_store_equals_a_straight_run(tmp_path: Path) ->
     out = tmp_path / "killed.zarr"
     args = _cli("compute", str(folder), "--out", str(out), "--sigma", str(SIGMA), "--device", "cpu", "--workers", "1",
                 "--samples-per-shard", "16", "--no-progress")
-    proc = subprocess.Popen(args, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not list(out.glob("maps/_markers/*.json")) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    with process_group(args) as proc:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("maps/_markers/*.json")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
     assert not open_store(out).complete
     subprocess.run([*args, "--resume"], check=True, capture_output=True, timeout=300)
     a, b = open_store(straight.store), open_store(out)

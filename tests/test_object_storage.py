@@ -26,6 +26,7 @@ from weightmaps.errors import StoreExistsError, StoreLockedError, WeightmapsErro
 from weightmaps.lock import store_lock  # noqa: E402
 from weightmaps.sample_data import write_dataset  # noqa: E402
 from weightmaps.store import open_store  # noqa: E402
+from tests.processes import process_group  # noqa: E402
 from tests.s3server import S3Server  # noqa: E402
 from tests.test_cli import run  # noqa: E402
 
@@ -167,6 +168,11 @@ def test_lock_object_refuses_a_second_run_and_a_dead_local_run_is_taken_over(
             wm.compute(dataset / "masks", url, sigma=2.0, device="cpu", workers=1, storage_options=opts)
         with pytest.raises(StoreLockedError), store_lock(url, opts):
             pass
+        # Another name of the same objects (s3a:// is s3fs too), and the trailing slash: one lock.
+        for alias in (f"s3a://{s3_bucket}/w.zarr", f"s3://{s3_bucket}/w.zarr/"):
+            with pytest.raises(StoreLockedError, match="being written by another run"):
+                wm.compute(dataset / "masks", alias, sigma=2.0, device="cpu", workers=1, storage_options=opts)
+        assert not fs.exists(f"{s3_bucket}/w.zarr")
     assert not fs.exists(lock)
     # a run on another host: refused, named
     fs.pipe(lock, json.dumps({"host": "render-07", "pid": 4242, "started": "2026-11-26T08:00:00"}).encode())
@@ -174,7 +180,7 @@ def test_lock_object_refuses_a_second_run_and_a_dead_local_run_is_taken_over(
         wm.compute(dataset / "masks", url, sigma=2.0, device="cpu", workers=1, storage_options=opts)
     # a killed run of this host: taken over
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
+    dead.wait(timeout=60)
     fs.pipe(lock, json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": "earlier"}).encode())
     wm.compute(dataset / "masks", url, sigma=2.0, device="cpu", workers=1, storage_options=opts)
     assert open_store(url, opts).complete and not fs.exists(lock)
@@ -183,6 +189,7 @@ def test_lock_object_refuses_a_second_run_and_a_dead_local_run_is_taken_over(
 N_KILL_MASKS = 64
 
 
+@pytest.mark.timeout(420)
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX process groups")
 def test_sigkill_mid_run_then_resume_equals_a_straight_run(s3_server: S3Server, s3_bucket: str,
                                                           tmp_path: Path) -> None:
@@ -206,17 +213,16 @@ def test_sigkill_mid_run_then_resume_equals_a_straight_run(s3_server: S3Server, 
     kills = 0
     for attempt in range(4):
         args = [*_cli(), "compute", str(masks), "--out", url, *common] + (["--resume"] if attempt else [])
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=s3_server.env,
-                                start_new_session=True)
-        if attempt < 3:
-            target = written() + rng.randint(1, 4)
-            deadline = time.monotonic() + 60
-            while proc.poll() is None and time.monotonic() < deadline and written() < target:
-                time.sleep(0.01)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                kills += 1
-        _, stderr = proc.communicate(timeout=120)
+        with process_group(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=s3_server.env) as proc:
+            if attempt < 3:
+                target = written() + rng.randint(1, 4)
+                deadline = time.monotonic() + 60
+                while proc.poll() is None and time.monotonic() < deadline and written() < target:
+                    time.sleep(0.01)
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    kills += 1
+            _, stderr = proc.communicate(timeout=120)
         if proc.returncode == 0:
             break
         assert proc.returncode == -signal.SIGKILL, stderr.decode()

@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.processes import process_group
 from weightmaps.sample_data import write_dataset
 from weightmaps.store import open_store
 
@@ -40,6 +43,7 @@ def _meta(out: Path) -> dict[str, object]:
     return json.loads((out / "zarr.json").read_text())["attributes"]["weightmaps"]
 
 
+@pytest.mark.timeout(420)
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs POSIX process groups")
 def test_sigkill_and_resume_equals_straight_run(tmp_path: Path) -> None:
     masks = write_dataset(tmp_path / "data", n=N_MASKS, shape=(48, 40), seed=5, with_images=False) / "masks"
@@ -55,21 +59,21 @@ def test_sigkill_and_resume_equals_straight_run(tmp_path: Path) -> None:
         args = _compute_args(masks, out) + (["--resume"] if attempt else [])
         # A new session: the kill takes the whole job (driver, forkserver and workers), like a
         # scheduler killing it or the machine going down.
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        if attempt < MAX_KILLS:
-            before = _markers(out) if out.exists() else 0
-            # Aim early in what is left: a shard of two tiny masks takes a few ms, so aiming at up
-            # to half of the rest let a fast run finish before it was killed three times.
-            target = before + rng.randint(1, max(1, (n_shards - before) // 6))
-            deadline = time.monotonic() + 30
-            while proc.poll() is None and time.monotonic() < deadline and (not out.exists() or _markers(out) < target):
-                time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.01))  # land anywhere: between shards, mid-write, in finalize
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                kills += 1
-                killed_at.append(_markers(out))
-        stdout, stderr = proc.communicate(timeout=60)
+        with process_group(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            if attempt < MAX_KILLS:
+                before = _markers(out) if out.exists() else 0
+                # Aim early in what is left: a shard of two tiny masks takes a few ms, so aiming at up
+                # to half of the rest let a fast run finish before it was killed three times.
+                target = before + rng.randint(1, max(1, (n_shards - before) // 6))
+                deadline = time.monotonic() + 30
+                while proc.poll() is None and time.monotonic() < deadline and (not out.exists() or _markers(out) < target):
+                    time.sleep(0.002)
+                time.sleep(rng.uniform(0, 0.01))  # land anywhere: between shards, mid-write, in finalize
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    kills += 1
+                    killed_at.append(_markers(out))
+            stdout, stderr = proc.communicate(timeout=60)
         if proc.returncode == 0:
             break
         assert proc.returncode == -signal.SIGKILL, stderr.decode()
@@ -94,20 +98,63 @@ def test_sigkill_and_resume_equals_straight_run(tmp_path: Path) -> None:
     assert got == want
 
 
-@pytest.mark.parametrize("delay", [0.15, 0.6, 1.5])
-def test_ctrl_c_is_a_clean_exit_at_any_moment(tmp_path: Path, delay: float) -> None:
-    """Ctrl-C goes to the whole process group (forkserver and workers too): one message, no traceback."""
+def _interrupt_at(proc: subprocess.Popen[str], moment: str, out: Path) -> tuple[list[str], threading.Thread]:
+    """Send SIGINT to the run's whole group (as a terminal's Ctrl-C does) when it reaches ``moment``,
+    which is watched for in its stderr and its store, not timed: a slow machine's imports move
+    every moment later. Returns the stderr lines, which the returned thread goes on reading."""
+    lines: list[str] = []
+    reached = threading.Event()
+    wanted = {
+        "start-up": re.compile(r"\|\s*click$"),  # -X importtime: click imported, the CLI still importing
+        "scan": re.compile(r"INFO: scanning \d+ masks"),
+        "compute": re.compile(r"INFO: computing \d+ of \d+ masks"),
+    }.get(moment)
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line.rstrip("\n"))
+            if wanted is not None and wanted.search(lines[-1]):
+                reached.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if reached.is_set() or (moment == "shards" and out.exists() and _markers(out) > 0):
+            os.killpg(proc.pid, signal.SIGINT)
+            return lines, reader
+        time.sleep(0.002)
+    assert proc.poll() is not None, f"the run never reached {moment!r} in 120 s:\n" + "\n".join(lines[-20:])
+    return lines, reader  # it finished first: a clean exit too
+
+
+@pytest.mark.timeout(420)
+@pytest.mark.parametrize("moment", ["start-up", "scan", "compute", "shards"])
+def test_ctrl_c_is_a_clean_exit_at_any_moment(tmp_path: Path, moment: str) -> None:
+    """Ctrl-C goes to the whole process group (forkserver and workers too): one message, exit 130,
+    no traceback, no store that looks complete, and --resume ends with the straight run's maps."""
     masks = write_dataset(tmp_path / "data", n=N_MASKS, shape=(96, 96), num_classes=4, seed=SEED, with_images=False)
-    out = tmp_path / "w.zarr"
-    proc = subprocess.Popen(_compute_args(masks / "masks", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    time.sleep(delay)
-    os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    ref, out = tmp_path / "ref.zarr", tmp_path / "w.zarr"
+    subprocess.run(_compute_args(masks / "masks", ref), check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"} if moment == "start-up" else None
+    with process_group([*_compute_args(masks / "masks", out), "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, env=env) as proc:
+        lines, reader = _interrupt_at(proc, moment, out)
+        proc.wait(timeout=120)
+        reader.join(30)  # to the end of stderr: the forkserver holds it open until it exits
+    stderr = "\n".join(lines)
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-    assert proc.returncode in (0, 130), stderr  # 0: it finished before the interrupt
-    if proc.returncode == 130:
-        assert "Interrupted; a partly written store can be completed with --resume." in stderr
-        # Whatever was interrupted, the store is resumable to the same maps as a straight run.
-        subprocess.run([*_compute_args(masks / "masks", out), "--resume"], check=True, capture_output=True, timeout=300)
-    assert open_store(out).complete
+    # Each moment leaves most of the work to do (48 shards after the first marker): interrupted.
+    assert proc.returncode == 130, stderr
+    # While the CLI imports, its start-up handler says just "Interrupted."; from then on every
+    # interrupt ends with the same sentence.
+    full = "Interrupted; a partly written store can be completed with --resume."
+    assert full in stderr or (moment == "start-up" and stderr.endswith("Interrupted.")), stderr
+    if out.exists():
+        assert not open_store(out).complete
+    subprocess.run([*_compute_args(masks / "masks", out), "--resume"], check=True, capture_output=True, timeout=300)
+    final, expected = open_store(out), open_store(ref)
+    assert final.complete and final.ids == expected.ids
+    for sid in expected.ids:
+        assert final[sid].tobytes() == expected[sid].tobytes(), sid

@@ -3,14 +3,101 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Set as AbstractSet
+from types import FrameType
 from typing import Any, Protocol
+
+# How often a loop waiting on a pool looks at the interrupt flag: a Ctrl-C is acted on within this.
+_POLL_S = 0.1
+
+
+class Interrupt:
+    """The flag a deferred Ctrl-C sets (see :func:`deferred_interrupt`)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt here, at the caller's safe point, if a Ctrl-C came."""
+        if self._event.is_set():
+            raise KeyboardInterrupt
+
+    def wait(self, futures: Collection[cf.Future[Any]]) -> AbstractSet[cf.Future[Any]]:
+        """Wait until one of ``futures`` is done (those done), checking the flag every 0.1 s."""
+        while True:
+            self.check()
+            done, _ = cf.wait(futures, timeout=_POLL_S, return_when=cf.FIRST_COMPLETED)
+            if done:
+                self.check()  # a Ctrl-C during the wait stops the loop before it takes more work
+                return done
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._event.set()
+
+
+# The flag of the deferred_interrupt active in the main thread, if any (nested blocks share it).
+_ACTIVE: Interrupt | None = None
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[Interrupt]:
+    """Inside the block, Ctrl-C (SIGINT) sets a flag instead of raising KeyboardInterrupt.
+
+    A KeyboardInterrupt raised by the default handler lands wherever the main thread happens to
+    be, and that may be inside ``concurrent.futures``' or ``threading``'s own locking: a lock taken
+    and never released, and the pool's threads and its ``shutdown`` then wait for each other for
+    ever (seen once in the scan on a loaded machine). Code that drives a pool instead runs in this
+    block and, at points where nothing is half-done (between waits, before taking more work),
+    calls the yielded flag's :meth:`Interrupt.check` (or waits with :meth:`Interrupt.wait`, which
+    checks every 0.1 s). ``check`` raises KeyboardInterrupt there, so everything above sees what a
+    Ctrl-C always gave: the pool code's cleanup runs, the exception reaches the caller (the CLI
+    prints its message and exits 130).
+
+    Contract:
+
+    * Only the main thread receives signals: there, while Python's default handler is installed,
+      the block installs its own and restores the previous one on leaving. Anywhere else (another
+      thread, a handler someone else installed, SIGINT ignored) it installs nothing and the flag
+      is only ever set by :meth:`Interrupt.set`; a Ctrl-C then behaves as it did before.
+    * Every SIGINT inside the block only sets the flag (a second one never raises inside a pool
+      either); the code in the block must check it often, in loops that wait in bounded slices.
+    * Blocks nest: an inner block (e.g. a runner called by the pipeline) gets the outer's flag.
+    * A block that ends normally with the flag set raises KeyboardInterrupt as it ends: a Ctrl-C
+      is never lost. One that ends with an exception lets that exception through.
+    """
+    global _ACTIVE
+    if threading.current_thread() is not threading.main_thread():
+        yield Interrupt()
+        return
+    if _ACTIVE is not None:
+        yield _ACTIVE
+        return
+    flag = Interrupt()
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, flag._on_signal)
+    _ACTIVE = flag
+    try:
+        yield flag
+    finally:
+        _ACTIVE = None
+        signal.signal(signal.SIGINT, previous)
+    flag.check()  # reached only when the block ended normally
 
 
 def default_threads(workers: int | None) -> int:
@@ -26,25 +113,37 @@ class Submitter(Protocol):
 
 
 def bounded_map(
-    pool: Submitter, fn: Callable[..., Any], items: Iterable[Any], window: int
+    pool: Submitter, fn: Callable[..., Any], items: Iterable[Any], window: int, interrupt: Interrupt | None = None,
 ) -> Iterator[tuple[Any, cf.Future[Any]]]:
-    """(item, finished future) pairs, in completion order, with at most ``window`` submitted."""
+    """(item, finished future) pairs, in completion order, with at most ``window`` submitted.
+
+    With ``interrupt`` (a :func:`deferred_interrupt` flag) the waits check it; however the loop
+    ends early (a Ctrl-C, the caller's exception), the items not started are cancelled, so that
+    the pool's shutdown waits for the running ones only.
+    """
     pending: dict[cf.Future[Any], Any] = {}
     iterator = iter(items)
     exhausted = False
-    while True:
-        while not exhausted and len(pending) < window:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                exhausted = True
-                break
-            pending[pool.submit(fn, item)] = item
-        if not pending:
-            return
-        done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-        for future in done:
-            yield pending.pop(future), future
+    try:
+        while True:
+            while not exhausted and len(pending) < window:
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    exhausted = True
+                    break
+                pending[pool.submit(fn, item)] = item
+            if not pending:
+                return
+            if interrupt is not None:
+                done = interrupt.wait(pending)
+            else:
+                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 # What the forkserver imports once, so that a forked worker imports nothing before its first task.

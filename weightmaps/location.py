@@ -74,6 +74,30 @@ class Location:
             return cls(url, freeze_options(storage_options or {}))
         return cls(os.path.abspath(os.path.expanduser(os.fspath(where))))
 
+    def canonical(self) -> Location:
+        """The one name of the store this location reaches, whatever alias was given.
+
+        Local: every symbolic link resolved (``alias/w.zarr`` linked to ``real/w.zarr``, or inside a
+        linked folder, is ``real/w.zarr``), so that the lock beside the store and an overwrite's
+        rename-aside act on the real folder, not on the link. Remote: the filesystem's own
+        protocol and key (``s3a://b/w.zarr`` is ``s3://b/w.zarr``); keys are taken literally, as
+        the object store does (``s3://b/./w.zarr`` is another store's key, not this one's).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> real = os.path.realpath(tempfile.mkdtemp())
+        >>> os.symlink(real, real + "-alias")
+        >>> Location.of(real + "-alias/w.zarr").canonical().url == os.path.join(real, "w.zarr")
+        True
+        """
+        if self.is_local:
+            return Location(os.path.realpath(self.url))
+        fs, root = _filesystem(self)
+        protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        canonical = Location(f"{protocol}://{root}", self.options)
+        return self if canonical.url == self.url else canonical
+
     @classmethod
     def for_filesystem(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Location:
         """The root of ``url``'s bucket (container, host): one filesystem serves every file in it.

@@ -11,6 +11,12 @@ holder, or one on another host (whose liveness cannot be checked from here), is 
 message naming it. The lock lives beside the store, not in it, so that ``overwrite`` can delete the
 store while holding it.
 
+The lock is named after the real store, not after the path as given: symbolic links resolved
+(:meth:`Location.canonical`). Two runs once locked ``alias/w.zarr`` (a link) and ``real/w.zarr``
+apart, and one resumed the store the other was overwriting: it ended complete, claiming σ 2, with
+most maps σ 5. The store itself is created, overwritten (renamed aside in the real folder) and
+resumed at that same real path (:mod:`weightmaps.store`), so the lock and the rename agree.
+
 A store in object storage gets the same lock as an object beside it, created with a conditional
 PUT (``If-None-Match: *``: of two runs, exactly one creates it). A stale lock of this host is taken
 over by deleting and creating it again; two runs doing that at the same instant could both think
@@ -40,8 +46,8 @@ log = logging.getLogger("weightmaps")
 
 
 def lock_path(store: str | os.PathLike[str]) -> Path:
-    """Where the lock of a local ``store`` lives: a hidden file beside it."""
-    path = Path(store)
+    """Where the lock of a local ``store`` lives: a hidden file beside the real store (links resolved)."""
+    path = Location.of(store).canonical().path
     return path.parent / f".{path.name}.weightmaps-lock"
 
 
@@ -63,14 +69,14 @@ def store_lock(
     >>> lock.exists()
     False
     """
-    location = Location.of(store, storage_options)
+    location = Location.of(store, storage_options).canonical()  # the real store: one lock whatever its alias
     if not location.is_local:
         with _remote_lock(location) as url:
             yield url
         return
     lock = lock_path(location.path)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    _acquire(lock, str(store))
+    _acquire(lock, str(location.path))
     try:
         yield lock
     finally:

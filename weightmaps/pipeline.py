@@ -47,8 +47,11 @@ from weightmaps.spool import Spool
 from weightmaps.stats import Progress, ScanResult, open_inputs
 from weightmaps.worker_pool import WorkerPool
 from weightmaps.validation import (
+    MAX_SDF_CLASSES,
+    check_class_weights_normal,
     check_connectivity,
     check_distances_fit,
+    check_distances_representable,
     check_label_options,
     check_sigma,
     check_spacing,
@@ -291,8 +294,11 @@ def compute(
     (True, (32, 32))
     """
     t_start = time.perf_counter()
-    out_location = Location.of(out, storage_options)
-    out_path = str(Path(out)) if out_location.is_local else out_location.url  # as given, for messages
+    given = Location.of(out, storage_options)
+    out_path = str(Path(out)) if given.is_local else given.url  # as given, for messages
+    # Everything below (the lock, creating, overwriting, resuming) acts on the real store, links
+    # resolved: a store reached by two names is still one store with one lock (weightmaps.lock).
+    out_location = given.canonical() if given.writable else given
     if resume and overwrite:
         raise WeightmapsError("resume and overwrite exclude each other: resume completes a store, overwrite replaces it")
     if not out_location.writable:
@@ -315,6 +321,11 @@ def compute(
     map_fields = _map_fields(kind, sigma, w0, tolerance, instances, num_classes)
     if max_weight is not None and not (math.isfinite(max_weight) and max_weight > 0):
         raise WeightmapsError(f"max_weight must be a finite number > 0, got {max_weight!r}")
+    if spacing is not None and map_fields["kind"] not in WEIGHT_KINDS:
+        # Whether the dtype holds these distances depends on the spacing alone: known before any
+        # mask is read (a header spacing is checked after the scan, below).
+        per_axis = (spacing,) if np.isscalar(spacing) else tuple(spacing)  # type: ignore[arg-type]
+        check_distances_representable(check_spacing(spacing, len(per_axis)), dtype)
     backend = get_backend(device)
     # One pool of worker processes does the scan and the shards, on the CPU and on a GPU alike;
     # the server that forks them starts now, so that its start overlaps the listing of the inputs.
@@ -367,13 +378,18 @@ def compute(
         )
         # What the maps could come out as: never inf, never all 0 (before any store exists).
         map_shapes = [params.map_shape(s) for s in scanned.shapes]
+        present = set(scanned.counts)  # the classes the maps can hold (a class weight of another is never used)
         if params.kind in WEIGHT_KINDS:
             check_weights_fit(params.class_weights, dtype, headroom=params.w0 or 0.0)
             class_weight_table(params.class_weights, params.ignore_index)
-        if params.kind == "bressan":  # a U-Net map is w_c + s ≥ w_c: σ cannot round it away
-            check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype)  # type: ignore[arg-type]
+        if params.kind == "bressan":  # never all 0, and every weight a normal number of the dtype
+            check_weights_representable(params.class_weights, sigma, spacing_used, scanned.shapes, dtype,  # type: ignore[arg-type]
+                                        labels=present)
+        if params.kind == "unet":  # w_c + s ≥ w_c: normal when w_c is (s is exact to tolerance·w0 anyway)
+            check_class_weights_normal({c: w for c, w in params.class_weights.items() if c in present}, dtype)
         if params.kind not in WEIGHT_KINDS:
             check_distances_fit(scanned.shapes, spacing_used, dtype)
+            check_distances_representable(spacing_used, dtype)
         if ignore_index is not None and scanned.ignored_pixels == 0:
             log.warning("ignore_index %d occurs in no mask: no pixel is ignored", ignore_index)
         fingerprint = source.fingerprint()
@@ -479,6 +495,11 @@ def _map_fields(
     """The map kind's own fields of MapParams, checked (with their defaults) before the scan."""
     probe = MapParams(sigma=sigma, class_weights={}, kind=kind, w0=w0, tolerance=tolerance, instances=instances,
                       num_classes=num_classes)
+    if probe.kind == "sdf" and int(num_classes) > MAX_SDF_CLASSES:  # type: ignore[arg-type]
+        raise WeightmapsError(
+            f"num_classes (--num-classes) of an sdf map must be <= {MAX_SDF_CLASSES}: a map holds one channel per "
+            f"class, num_classes times its mask; got {num_classes}"
+        )
     if probe.instances == "as-is" and num_classes is not None:
         raise WeightmapsError(
             "num_classes checks class labels, and instance masks (instances='as-is') hold instance ids; "

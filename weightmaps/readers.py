@@ -425,7 +425,7 @@ def normalize_label_map(label_map: Mapping[int, int] | LabelMap | None) -> Label
     Raises
     ------
     WeightmapsError
-        A label is not an integer, or a destination label is negative.
+        A label is not an integer or not an int64, or a destination label is negative.
 
     Examples
     --------
@@ -445,8 +445,18 @@ def normalize_label_map(label_map: Mapping[int, int] | LabelMap | None) -> Label
             raise WeightmapsError(f"label_map: {src!r} -> {dst!r}: labels must be integers")
         if dst < 0:
             raise WeightmapsError(f"label_map: {src} -> {dst}: destination labels must be >= 0")
+        # The remapping runs in int64 (source labels as search keys, destinations in the mask's
+        # dtype widened, at most int64): a label beyond it once leaked an OverflowError.
+        if not (_INT64_MIN <= src <= _INT64_MAX and dst <= _INT64_MAX):
+            raise WeightmapsError(
+                f"label_map: {src} -> {dst}: labels must lie in [{_INT64_MIN}, {_INT64_MAX}] (int64), "
+                f"destination labels in [0, {_INT64_MAX}]"
+            )
         out.append((int(src), int(dst)))
     return tuple(sorted(out))
+
+
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 
 
 def _is_int(x: object) -> bool:

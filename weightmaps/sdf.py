@@ -21,7 +21,13 @@ import numpy as np
 from weightmaps.backend import Backend, backend_for, is_cupy_array, to_numpy
 from weightmaps.engine import OUTPUT_DTYPES, stack_nearest_distance
 from weightmaps.errors import WeightmapsError
-from weightmaps.validation import check_labels, check_spacing, sample_ndim
+from weightmaps.validation import (
+    MAX_SDF_CLASSES,
+    check_distances_representable,
+    check_labels,
+    check_spacing,
+    sample_ndim,
+)
 
 __all__ = ["signed_distance"]
 
@@ -58,8 +64,11 @@ def signed_distance(
     >>> signed_distance(np.array([[0, 0, 1, 1, 1]]), num_classes=2, device="cpu")[1].tolist()
     [[2.0, 1.0, 0.0, -1.0, -2.0]]
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise WeightmapsError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+    if (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
+            or not 1 <= num_classes <= MAX_SDF_CLASSES):
+        raise WeightmapsError(
+            f"num_classes must be an integer from 1 to {MAX_SDF_CLASSES} (one channel per class), got {num_classes!r}"
+        )
     if str(np.dtype(dtype)) not in OUTPUT_DTYPES:
         raise WeightmapsError(f"dtype must be one of {OUTPUT_DTYPES}, got {dtype!r}")
     labels = labels if is_cupy_array(labels) else np.asarray(labels)
@@ -68,6 +77,7 @@ def signed_distance(
     xp = backend.xp
     data = backend.asarray(labels)
     spacing = check_spacing(spacing, sample_ndim(data, batch))
+    check_distances_representable(spacing, str(np.dtype(dtype)))  # below the dtype's normal range: refused
     samples = data if batch else data[None]
     present = [[int(v) for v in to_numpy(xp.unique(sample))] for sample in samples]
     outside = sorted({v for labels_here in present for v in labels_here if v >= num_classes and v != ignore_index})

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from weightmaps import cuda_plan
-from weightmaps._concurrency import bounded_map
+from weightmaps._concurrency import Interrupt, bounded_map, deferred_interrupt
 from weightmaps.backend import Backend, get_backend, is_cupy_array
 from weightmaps.engine import StageTimer, untimed as _untimed
 from weightmaps.errors import WeightmapsError
@@ -153,9 +153,29 @@ def compute_task_maps(
         stop = start + 1
         while stop < len(masks) and masks[stop].shape == masks[start].shape:
             stop += 1
-        maps.extend(compute_maps(np.stack(masks[start:stop]), settings, backend, timer))
+        maps.extend(compute_maps(_stack_labels(masks[start:stop]), settings, backend, timer))
         start = stop
     return maps
+
+
+def _stack_labels(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """Same-shaped label arrays as one integer stack, whatever mix of integer dtypes they come in.
+
+    ``np.stack`` promotes int64 with uint64 (any signed dtype with uint64) to float64, which is
+    no label dtype and not exact above 2**53. Labels are >= 0 (the readers check), so the stack
+    takes int64 when every value fits it, else uint64; each mask's range is checked all the same.
+    """
+    dtype = np.result_type(*masks)
+    if dtype.kind in "iub":
+        return np.stack(masks)
+    ranges = [(int(m.min()), int(m.max())) for m in masks]
+    low, high = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    dtype = np.dtype(np.int64) if high <= np.iinfo(np.int64).max else np.dtype(np.uint64)
+    if low < 0 and dtype == np.uint64:
+        raise WeightmapsError(
+            f"labels {low} and {high} in one batch fit neither int64 nor uint64; labels must be >= 0"
+        )
+    return np.stack([m.astype(dtype, copy=False) for m in masks])
 
 
 def compute_maps(
@@ -273,17 +293,27 @@ def run_on_pool(
     At most ``concurrency`` groups run at once (default: every process), with as many queued
     behind them, so memory stays bounded by about two groups of shards per process.
     """
-    backend = get_backend(settings.device)
-    groups = group_tasks(tasks, backend, pool.processes)
+    # A Ctrl-C stops the loop between shards (a shard is written whole, then its marker; the
+    # workers ignore SIGINT and finish theirs), never inside the pool's locking or a write.
+    with deferred_interrupt() as interrupt:
+        _run_groups(pool, group_tasks(tasks, get_backend(settings.device), pool.processes), writer, settings,
+                    on_done, concurrency, interrupt)
+
+
+def _run_groups(
+    pool: WorkerPool, groups: list[tuple[ShardTask, ...]], writer: StoreWriter, settings: ShardSettings,
+    on_done: Callable[[ShardTimes], None], concurrency: int | None, interrupt: Interrupt,
+) -> None:
     if pool.processes <= 1 or len(groups) <= 1:
         for group in groups:
+            interrupt.check()
             for times in run_shard_group(group, pool.source, writer, settings):
                 on_done(times)
         return
     running = min(concurrency or pool.processes, pool.processes)
     window = _IN_FLIGHT_PER_WORKER * running if running == pool.processes else running
     for _, future in bounded_map(pool, functools.partial(_run_group_in_worker, writer=writer),
-                                 [(group, settings.for_tasks(group)) for group in groups], window):
+                                 [(group, settings.for_tasks(group)) for group in groups], window, interrupt):
         for times in future.result():
             on_done(times)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from weightmaps._concurrency import bounded_map, default_threads
+from weightmaps._concurrency import Interrupt, bounded_map, default_threads, deferred_interrupt
 from weightmaps.classweights import add_counts, add_image_pixels, count_labels
 from weightmaps.errors import BadInputError, BadSample, WeightmapsError
 from weightmaps.readers import mask_digest
@@ -308,10 +308,15 @@ def scan(
             pool = stack.enter_context(WorkerPool(source, processes))
         if pool is not None and pool.source is not source:
             raise WeightmapsError("the worker pool holds another source than the one scanned")
-        if pool is not None and pool.processes > 1 and n >= _SCAN_ON_POOL_FROM:
-            outcomes = _scan_on_processes(pool, range(n), checks)
+        on_processes = pool is not None and pool.processes > 1 and n >= _SCAN_ON_POOL_FROM
+        log.info("scanning %d masks from %s on %s", n, source.description,
+                 f"{pool.processes} processes" if pool is not None and on_processes else f"{threads} threads")
+        # A Ctrl-C during the scan stops it between waits, never inside the pool's locking.
+        interrupt = stack.enter_context(deferred_interrupt())
+        if pool is not None and on_processes:
+            outcomes = _scan_on_processes(pool, range(n), checks, interrupt)
         else:
-            outcomes = _scan_on_threads(source, range(n), checks, threads)
+            outcomes = _scan_on_threads(source, range(n), checks, threads, interrupt)
         for i, outcome in outcomes:
             tally.add(i, outcome)
             if progress:
@@ -328,21 +333,21 @@ def scan_or_problem(source: MaskSource, i: int, checks: ScanChecks, spool: Spool
 
 
 def _scan_on_threads(
-    source: MaskSource, indices: range, checks: ScanChecks, threads: int
+    source: MaskSource, indices: range, checks: ScanChecks, threads: int, interrupt: Interrupt | None = None,
 ) -> Iterator[tuple[int, ScanOutcome]]:
     with cf.ThreadPoolExecutor(threads, thread_name_prefix="weightmaps-scan") as pool:
         if source.remote:
             # A thread per mask would wait a round trip per mask: a chunk's GETs go out together.
             chunks = [indices[start:start + _SCAN_CHUNK] for start in range(0, len(indices), _SCAN_CHUNK)]
             for chunk, future in bounded_map(pool, functools.partial(_scan_many, source, checks=checks), chunks,
-                                             threads * 2):
+                                             threads * 2, interrupt):
                 yield from zip(chunk, future.result(), strict=True)
             return
 
         def one(i: int) -> ScanOutcome:
             return scan_or_problem(source, i, checks)
 
-        for i, future in bounded_map(pool, one, indices, threads * _SCAN_WINDOW_PER_THREAD):
+        for i, future in bounded_map(pool, one, indices, threads * _SCAN_WINDOW_PER_THREAD, interrupt):
             yield i, future.result()
 
 
@@ -356,16 +361,14 @@ def _scan_many(source: MaskSource, indices: range, checks: ScanChecks) -> list[S
 
 
 def _scan_on_processes(
-    pool: WorkerPool, indices: range, checks: ScanChecks
+    pool: WorkerPool, indices: range, checks: ScanChecks, interrupt: Interrupt | None = None,
 ) -> Iterator[tuple[int, ScanOutcome]]:
     chunks = [indices[start:start + _SCAN_CHUNK] for start in range(0, len(indices), _SCAN_CHUNK)]
-    futures = {pool.submit(_scan_many, c, checks): c for c in chunks}
-    try:
-        for future in cf.as_completed(futures):
-            yield from zip(futures[future], future.result(), strict=True)
-    finally:
-        for future in futures:  # an error or an interrupt: what has not started never will
-            future.cancel()
+    # A few chunks per process in flight (each result is a chunk's shapes and counts): an
+    # interrupted scan waits for those only, and what has not started never will.
+    for chunk, future in bounded_map(pool, functools.partial(_scan_many, checks=checks), chunks,
+                                     pool.processes * 2, interrupt):
+        yield from zip(chunk, future.result(), strict=True)
 
 
 def without_path(message: str, path: str | None) -> str:

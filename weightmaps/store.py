@@ -228,7 +228,9 @@ def create_store(
     >>> float(open_store(out)["a"].sum()), open_store(out).shape("b")
     (16.0, (2, 5))
     """
-    location = Location.of(path, storage_options)
+    # The real store (links resolved): its lock (weightmaps.lock) is named after it, and an
+    # overwrite renames the real folder aside beside that lock, not a link to it.
+    location = Location.of(path, storage_options).canonical()
     if not location.writable:
         raise WeightmapsError(f"{location.url}: this filesystem is read-only; write the store elsewhere")
     dtype = _check_dtype(params.dtype)
@@ -339,7 +341,7 @@ def resume_store(
     >>> w = resume_store(out, ids=ids, shapes=shapes, params=params)     # doctest: +SKIP
     >>> for task in w.pending(): ...                                      # doctest: +SKIP
     """
-    location = Location.of(path, storage_options)
+    location = Location.of(path, storage_options).canonical()  # the store the lock is named after
     path = location.display
     if not location.exists():
         raise WeightmapsError(f"{path} does not exist: there is nothing to resume")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import click
 
 from weightmaps.backend import DEVICES
 from weightmaps.params import INSTANCE_MODES, MAP_KINDS, UNET_FIELDS
+from weightmaps.validation import MAX_LABEL, MIN_TOLERANCE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,8 +27,8 @@ def _parse_spacing(ctx: click.Context, param: click.Parameter, value: str | None
         spacing = tuple(float(v) for v in value.replace("x", ",").split(","))
     except ValueError:
         raise click.BadParameter(f"expected numbers separated by commas, like 2.5,1,1; got {value!r}") from None
-    if not all(s > 0 for s in spacing):
-        raise click.BadParameter(f"spacing values must be > 0, got {value!r}")
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise click.BadParameter(f"spacing values must be finite numbers > 0, got {value!r}")
     return spacing[0] if len(spacing) == 1 else spacing
 
 
@@ -46,7 +48,7 @@ def _parse_label_map(ctx: click.Context, param: click.Parameter, value: str | No
 
 
 ignore_index_opt = click.option(
-    "--ignore-index", type=int, default=None, metavar="N",
+    "--ignore-index", type=click.IntRange(0, MAX_LABEL), default=None, metavar="N",
     help="Label that gets weight 0 and is left out of the class counts (e.g. 255).",
 )
 label_map_opt = click.option(
@@ -93,7 +95,7 @@ _MAP_OPTIONS = (
         help=f"With --map unet: height of the separation term [default: {UNET_FIELDS['w0']:g}].",
     ),
     click.option(
-        "--tolerance", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="T",
+        "--tolerance", type=click.FloatRange(MIN_TOLERANCE, 1, max_open=True), default=None, metavar="T",
         help=f"With --map unet: every weight is exact to T·w0 [default: {UNET_FIELDS['tolerance']:g}].",
     ),
     click.option(
