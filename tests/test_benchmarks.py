@@ -199,6 +199,27 @@ def test_unet_benchmark_quick_run(tmp_path: Path) -> None:
         assert result["max_abs_diff"] <= 1e-4 * 10.0 + 1e-5  # the map's bound, tolerance · w0
 
 
+def test_unet_connected_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/unet_connected.py at tiny sizes: both variants timed, the labelling equals the old loop."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "unet_connected.py"), "--out", str(tmp_path), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [path] = tmp_path.glob("unet-connected-cpu-*-quick.json")
+    results = json.loads(path.read_text())["results"]
+    assert [r["side"] for r in results] == [64, 96]
+    for r in results:
+        assert set(r["median_s_per_mask"]) == {"as-is", "connected"}
+        assert all(v > 0 for v in r["median_s_per_mask"].values()) and r["per_label_loop_s"] > 0
+
+
+def test_unet_connected_benchmark_loop_is_the_old_labelling() -> None:
+    bench = benchmark_module("unet_connected")
+    from tests.reference import reference_instances_from_labels
+
+    labels = make_masks(1, (40, 48), num_classes=5, seed=4)[0]
+    np.testing.assert_array_equal(bench.per_label_loop(labels), reference_instances_from_labels(labels))
+
+
 def test_unet_benchmark_loop_is_the_reference_map() -> None:
     """The benchmark's baseline computes the U-Net map (against tests/reference.py)."""
     bench = benchmark_module("unet")
