@@ -230,6 +230,33 @@ def test_unet_benchmark_loop_is_the_reference_map() -> None:
     np.testing.assert_allclose(bench.scipy_unet(cells, 10.0, 5.0), reference_unet(cells, w0=10.0, sigma=5.0), rtol=1e-6)
 
 
+def test_precision_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/precision.py at tiny sizes: every step timed before and after, the after maps rounded once."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "precision.py"), "--out", str(tmp_path), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [path] = tmp_path.glob("precision-cpu-*-quick.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert {r["step"] for r in rows} == {"weights", "weight_map", "distance", "derived", "sdf"}
+    for r in rows:
+        assert all(v > 0 for v in r["median_s"].values())
+        if r["step"] != "derived" or "0.7, 0.7" not in r["case"]:  # no short grid there: ≤ 2.5 ulp
+            assert all(e <= 0.5 + 2.0**-20 for e in r["max_ulp"]["after"].values()), r
+
+
+def test_precision_benchmark_before_is_the_old_float32_pass() -> None:
+    """The benchmark's "before" weight pass is the float32 formula (what main computed before issue 20)."""
+    bench = benchmark_module("precision")
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 5000)
+    squared = rng.uniform(0, 400, 5000).astype(np.float32)
+    table = np.array([0.5, 2.0, 7.0], dtype=np.float32)
+    got = bench.weights_before(labels, squared.copy(), table, np.float32(1 / 18))
+    expected = table[labels] * -np.expm1(squared * np.float32(-1 / 18))
+    np.testing.assert_allclose(got, expected, rtol=3e-7)
+    assert got.dtype == np.float32
+
+
 def test_sdf_loading_benchmark_quick_run(tmp_path: Path) -> None:
     """benchmarks/sdf_loading.py end to end at tiny sizes: both loaders measured, the store sized."""
     pytest.importorskip("torch")
