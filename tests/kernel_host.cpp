@@ -4,19 +4,26 @@
 
 extern "C" {
 
-void wm_uncertainty_array(const float* distance, float* out, long long n, float inv_two_sigma_sq)
+void wm_square_array(const float* distance, double* out, long long n, double grid)
 {
     for (long long i = 0; i < n; ++i) {
-        out[i] = wm_uncertainty(distance[i], inv_two_sigma_sq);
+        out[i] = wm_square(distance[i], grid);
+    }
+}
+
+void wm_uncertainty_array(const float* distance, double* out, long long n, double factor, double grid)
+{
+    for (long long i = 0; i < n; ++i) {
+        out[i] = wm_uncertainty(distance[i], factor, grid);
     }
 }
 
 void wm_weight_array(const long long* labels, const float* distance, float* out, long long n,
-                     const float* class_weight, long long num_labels, float inv_two_sigma_sq,
+                     const double* class_weight, long long num_labels, double factor, double grid,
                      long long ignore_label)
 {
     for (long long i = 0; i < n; ++i) {
-        out[i] = wm_weight(labels[i], distance[i], class_weight, num_labels, inv_two_sigma_sq, ignore_label);
+        out[i] = wm_weight(labels[i], distance[i], class_weight, num_labels, factor, grid, ignore_label);
     }
 }
 

@@ -118,3 +118,47 @@ def one_hot2dist(labels: np.ndarray, num_classes: int, spacing=None) -> np.ndarr
             res[k] = (ndimage.distance_transform_edt(negmask, sampling=spacing) * negmask
                       - (ndimage.distance_transform_edt(posmask, sampling=spacing) - 1) * posmask)
     return res
+
+
+def reference_instances_from_labels(labels: np.ndarray, connectivity: int = 1, background: int = 0,
+                                    ignore_index=None) -> np.ndarray:
+    """instances_from_labels as it was before issue 20: one whole-array ndimage.label per label value.
+
+    Values in increasing order, each value's components in scipy's order, offset value after value.
+    """
+    from scipy import ndimage
+
+    structure = ndimage.generate_binary_structure(labels.ndim, connectivity)
+    out = np.zeros(labels.shape, dtype=np.int32)
+    offset = 0
+    for value in (int(v) for v in np.unique(labels)):
+        if value == background or value == ignore_index:
+            continue
+        components, count = ndimage.label(labels == value, structure=structure)
+        out = np.where(components > 0, components.astype(np.int32) + np.int32(offset), out)
+        offset += int(count)
+    return out
+
+
+def max_ulp(got, exact, dtype=np.float32) -> float:
+    """The largest |got − exact| in ulp of ``dtype`` at the exact value; inf if an exact 0 is not 0.
+
+    An ulp at x is the spacing of ``dtype``'s numbers in the binade of |x| (2^(e−p) for
+    |x| in [2^(e−1), 2^e), p the precision), the subnormal spacing below the normal range: a
+    correctly rounded result is within 0.5 ulp of the exact value.
+    """
+    got, exact = np.asarray(got, dtype=np.float64), np.asarray(exact, dtype=np.float64)
+    zero = exact == 0
+    if (got[zero] != 0).any():
+        return float("inf")
+    if zero.all():
+        return 0.0
+    info = np.finfo(dtype)
+    _, exponent = np.frexp(np.abs(exact[~zero]))
+    ulp = np.ldexp(1.0, np.maximum(exponent - (info.nmant + 1), info.minexp - info.nmant))
+    return float((np.abs(got[~zero] - exact[~zero]) / ulp).max())
+
+
+def exact_weight(labels: np.ndarray, sigma: float, class_weights, spacing=None, ignore_index=None) -> np.ndarray:
+    """The paper's weight in float64 from scipy's float64 distances and the float64 φ given."""
+    return reference_weight(labels, scipy_distance(labels, spacing), sigma, class_weights, ignore_index)

@@ -199,6 +199,27 @@ def test_unet_benchmark_quick_run(tmp_path: Path) -> None:
         assert result["max_abs_diff"] <= 1e-4 * 10.0 + 1e-5  # the map's bound, tolerance · w0
 
 
+def test_unet_connected_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/unet_connected.py at tiny sizes: both variants timed, the labelling equals the old loop."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "unet_connected.py"), "--out", str(tmp_path), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [path] = tmp_path.glob("unet-connected-cpu-*-quick.json")
+    results = json.loads(path.read_text())["results"]
+    assert [r["side"] for r in results] == [64, 96]
+    for r in results:
+        assert set(r["median_s_per_mask"]) == {"as-is", "connected"}
+        assert all(v > 0 for v in r["median_s_per_mask"].values()) and r["per_label_loop_s"] > 0
+
+
+def test_unet_connected_benchmark_loop_is_the_old_labelling() -> None:
+    bench = benchmark_module("unet_connected")
+    from tests.reference import reference_instances_from_labels
+
+    labels = make_masks(1, (40, 48), num_classes=5, seed=4)[0]
+    np.testing.assert_array_equal(bench.per_label_loop(labels), reference_instances_from_labels(labels))
+
+
 def test_unet_benchmark_loop_is_the_reference_map() -> None:
     """The benchmark's baseline computes the U-Net map (against tests/reference.py)."""
     bench = benchmark_module("unet")
@@ -207,6 +228,33 @@ def test_unet_benchmark_loop_is_the_reference_map() -> None:
 
     cells = make_instance_masks(1, (40, 50), instances=9, seed=2)[0]
     np.testing.assert_allclose(bench.scipy_unet(cells, 10.0, 5.0), reference_unet(cells, w0=10.0, sigma=5.0), rtol=1e-6)
+
+
+def test_precision_benchmark_quick_run(tmp_path: Path) -> None:
+    """benchmarks/precision.py at tiny sizes: every step timed before and after, the after maps rounded once."""
+    proc = subprocess.run([sys.executable, str(BENCHMARKS / "precision.py"), "--out", str(tmp_path), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [path] = tmp_path.glob("precision-cpu-*-quick.json")
+    rows = json.loads(path.read_text())["rows"]
+    assert {r["step"] for r in rows} == {"weights", "weight_map", "distance", "derived", "sdf"}
+    for r in rows:
+        assert all(v > 0 for v in r["median_s"].values())
+        if r["step"] != "derived" or "0.7, 0.7" not in r["case"]:  # no short grid there: ≤ 2.5 ulp
+            assert all(e <= 0.5 + 2.0**-20 for e in r["max_ulp"]["after"].values()), r
+
+
+def test_precision_benchmark_before_is_the_old_float32_pass() -> None:
+    """The benchmark's "before" weight pass is the float32 formula (what main computed before issue 20)."""
+    bench = benchmark_module("precision")
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 5000)
+    squared = rng.uniform(0, 400, 5000).astype(np.float32)
+    table = np.array([0.5, 2.0, 7.0], dtype=np.float32)
+    got = bench.weights_before(labels, squared.copy(), table, np.float32(1 / 18))
+    expected = table[labels] * -np.expm1(squared * np.float32(-1 / 18))
+    np.testing.assert_allclose(got, expected, rtol=3e-7)
+    assert got.dtype == np.float32
 
 
 def test_sdf_loading_benchmark_quick_run(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import weightmaps as wm
-from tests.reference import one_hot2dist
+from tests.reference import exact_weight, max_ulp, one_hot2dist
 from tests.test_cli import _restore_logging, run  # noqa: F401  (the CLI tests' autouse logging fixture)
 from weightmaps.pipeline import compute
 from weightmaps.readers import read_mask
@@ -30,19 +30,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def assert_within_2_ulp(a: np.ndarray, b: np.ndarray) -> None:
-    """Each map is within ~1.3 ulp of the exact float64 weight (measured), so within 2 of the other."""
-    ulp = np.spacing(np.maximum(np.abs(a), np.abs(b)).astype(np.float32)).astype(np.float64)
-    assert (np.abs(a.astype(np.float64) - b) <= 2 * ulp).all()
-
-
 def masks_of(root: Path) -> dict[str, np.ndarray]:
     return {p.stem: read_mask(str(p)) for p in sorted((root / "masks").glob("*.png"))}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_distance_store_derives_the_bressan_store(data: Path, tmp_path: Path, dtype: str) -> None:
-    spacing = (2.0, 0.7)
+@pytest.mark.parametrize("spacing", [(0.8, 0.8), (2.0, 0.7)])
+def test_distance_store_derives_the_bressan_store(data: Path, tmp_path: Path, dtype: str, spacing) -> None:
+    """float32, a spacing with a short grid (any isotropic one): the very map of --map bressan (issue 20).
+
+    (2.0, 0.7) has none: the stored d's rounding is left, within 2.5 ulp of the exact weight.
+    """
     compute(data / "masks", tmp_path / "b.zarr", sigma=SIGMA, spacing=spacing, **CPU)
     compute(data / "masks", tmp_path / "d.zarr", kind="distance", spacing=spacing, dtype=dtype, **CPU)
     bressan, distance = open_store(tmp_path / "b.zarr"), open_store(tmp_path / "d.zarr")
@@ -54,9 +52,12 @@ def test_distance_store_derives_the_bressan_store(data: Path, tmp_path: Path, dt
         assert d.dtype == np.dtype(dtype)
         np.testing.assert_allclose(d, wm.distance_to_edges(mask, spacing=spacing, device="cpu"),
                                    rtol=1e-6 if dtype == "float32" else 1e-3)
-        derived = wm.weight_from_distance(d, mask, sigma=SIGMA, class_weights=phi)
-        if dtype == "float32":
-            assert_within_2_ulp(derived, bressan[sid])
+        derived = wm.weight_from_distance(d, mask, sigma=SIGMA, class_weights=phi, spacing=spacing)
+        if dtype == "float32" and spacing == (0.8, 0.8):
+            np.testing.assert_array_equal(derived, bressan[sid])
+        elif dtype == "float32":
+            assert max_ulp(derived, exact_weight(mask, SIGMA, phi, spacing)) <= 2.5 + 2.0**-20
+            assert max_ulp(bressan[sid], exact_weight(mask, SIGMA, phi, spacing)) <= 0.5 + 2.0**-20
         else:
             # d rounded to float16 (relative 2^-11) moves w = φ(1 − e^{−x}) by at most φ · 2^-10 / e
             bound = max(phi.values()) * 2.0**-10 / math.e + 1e-6
@@ -134,15 +135,15 @@ def test_dataset_serves_distance_and_derived_weights(data: Path, tmp_path: Path)
     assert "distance" in sample and "weight" not in sample
     derived = WeightMapDataset(data / "images", data / "masks", tmp_path / "d.zarr", sigma=SIGMA)
     bressan = open_store(tmp_path / "b.zarr")
-    for i in range(len(derived)):
+    for i in range(len(derived)):  # float32, unit spacing: the --map bressan map bit for bit
         s = derived[i]
-        assert_within_2_ulp(s["weight"].numpy(), bressan[s["id"]])
+        np.testing.assert_array_equal(s["weight"].numpy(), bressan[s["id"]])
     # Another σ and explicit class weights: the store computed with them, without recomputing.
     other = WeightMapDataset(data / "images", data / "masks", tmp_path / "d.zarr", sigma=5.0,
                              class_weights={0: 1.0, 1: 2.0, 2: 4.0})
     b5 = open_store(tmp_path / "b5.zarr")
     s = other[1]
-    assert_within_2_ulp(s["weight"].numpy(), b5[s["id"]])
+    np.testing.assert_array_equal(s["weight"].numpy(), b5[s["id"]])
     # A scheme over the store's counts, and another store's weights.
     by_scheme = WeightMapDataset(data / "images", data / "masks", tmp_path / "d.zarr", sigma=SIGMA,
                                  class_weights="none")[2]
@@ -152,6 +153,20 @@ def test_dataset_serves_distance_and_derived_weights(data: Path, tmp_path: Path)
     np.testing.assert_array_equal(from_store["weight"].numpy(), s["weight"].numpy())
     with pytest.raises(wm.WeightmapsError, match="distance store"):
         WeightMapDataset(data / "images", data / "masks", tmp_path / "b.zarr", sigma=2.0)
+
+
+def test_dataset_derives_the_bressan_map_of_a_store_with_spacing(data: Path, tmp_path: Path) -> None:
+    """The dataset hands the store's spacing to weight_from_distance: --map bressan bit for bit at 0.8."""
+    pytest.importorskip("torch")
+    from weightmaps.torch import WeightMapDataset
+
+    compute(data / "masks", tmp_path / "d.zarr", kind="distance", spacing=(0.8, 0.8), **CPU)
+    compute(data / "masks", tmp_path / "b.zarr", sigma=20 * 0.8, spacing=(0.8, 0.8), **CPU)
+    derived = WeightMapDataset(data / "images", data / "masks", tmp_path / "d.zarr", sigma=20 * 0.8)
+    bressan = open_store(tmp_path / "b.zarr")
+    for i in range(len(derived)):
+        s = derived[i]
+        np.testing.assert_array_equal(s["weight"].numpy(), bressan[s["id"]])
 
 
 def test_dataset_serves_sdf_and_transforms_move_it(data: Path, tmp_path: Path) -> None:

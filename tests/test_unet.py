@@ -12,7 +12,12 @@ from hypothesis.extra import numpy as hnp
 from scipy import ndimage
 
 import weightmaps as wm
-from tests.reference import brute_two_nearest, reference_two_nearest, reference_unet
+from tests.reference import (
+    brute_two_nearest,
+    reference_instances_from_labels,
+    reference_two_nearest,
+    reference_unet,
+)
 from tests.test_engine import DEVICES
 from weightmaps.unet import nearest_two_instances, reach
 
@@ -225,6 +230,65 @@ def test_instances_from_labels_are_the_components_of_every_class(labels, connect
     assert len(present) == expected_count  # distinct components never share an id
     if expected_count:
         assert present.tolist() == list(range(1, expected_count + 1))
+
+
+@given(
+    labels=hnp.arrays(
+        st.sampled_from([np.uint8, np.uint16, np.int64, np.uint64]),
+        hnp.array_shapes(min_dims=2, max_dims=3, min_side=1, max_side=12),
+        elements=st.sampled_from([0, 1, 2, 3, 5, 200]),
+    ),
+    connectivity=st.integers(1, 3),
+    background=st.sampled_from([0, 2]),
+    ignore_index=st.sampled_from([None, 3, 200, 2**40]),
+    sparse=st.booleans(),
+)
+def test_instances_from_labels_equal_the_per_label_loop(labels, connectivity, background, ignore_index,
+                                                        sparse) -> None:
+    """The one-pass labelling gives the very ids of one whole-array ndimage.label per label (issue 20)."""
+    connectivity = min(connectivity, labels.ndim)
+    if sparse and labels.dtype.itemsize == 8:
+        labels = labels * np.array(2**37 + 1, dtype=labels.dtype)  # ids far beyond the pixel count
+    got = wm.instances_from_labels(labels, connectivity=connectivity, background=background,
+                                   ignore_index=ignore_index)
+    expected = reference_instances_from_labels(labels, connectivity, background, ignore_index)
+    assert got.dtype == np.int32 and got.shape == labels.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.slow
+def test_instances_from_labels_on_a_mask_of_thousands_of_labels() -> None:
+    """Issue 20's case: 1024², ~3,900 labels (touching cells as a semantic mask), every connectivity."""
+    from weightmaps.sample_data import make_instance_masks
+
+    labels = make_instance_masks(1, (1024, 1024), instances=4000, seed=1)[0]
+    assert len(np.unique(labels)) > 3000
+    for connectivity in (1, 2):
+        np.testing.assert_array_equal(wm.instances_from_labels(labels, connectivity=connectivity),
+                                      reference_instances_from_labels(labels, connectivity))
+
+
+def test_instances_from_labels_make_no_pass_per_label(monkeypatch) -> None:
+    """The cost does not grow with the number of labels: no whole-mask labelling per label (issue 20).
+
+    The per-label loop made 1,000 whole-array ``ndimage.label`` calls for a mask of 1,000 labels;
+    the one-pass labelling makes at most one.
+    """
+    import scipy.ndimage
+
+    labels = np.arange(1, 1001, dtype=np.int32).reshape(20, 50).repeat(3, axis=0).repeat(3, axis=1)
+    whole_mask_calls = []
+    original = scipy.ndimage.label
+
+    def counting(input, *args, **kwargs):
+        if np.shape(input) == labels.shape:
+            whole_mask_calls.append(1)
+        return original(input, *args, **kwargs)
+
+    monkeypatch.setattr(scipy.ndimage, "label", counting)
+    got = wm.instances_from_labels(labels)
+    assert got.max() == 1000
+    assert len(whole_mask_calls) <= 1
 
 
 # --- bad input -------------------------------------------------------------------------------

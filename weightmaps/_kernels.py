@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["kernel_dir", "kernel_source", "weight_kernel"]
+__all__ = ["kernel_dir", "kernel_source", "square_kernel", "weight_kernel"]
 
 
 @functools.cache
@@ -42,14 +42,28 @@ def weight_kernel() -> Any:
 
     return cupy.ElementwiseKernel(
         in_params=(
-            "L label, float32 distance, raw float32 class_weight, int64 num_labels, "
-            "float32 inv_two_sigma_sq, int64 ignore_label"
+            "L label, float32 distance, raw float64 class_weight, int64 num_labels, "
+            "float64 factor, float64 grid, int64 ignore_label"
         ),
         out_params="W weight",
         operation=(
             "weight = (W)wm_weight((long long)label, distance, &class_weight[0], num_labels, "
-            "inv_two_sigma_sq, ignore_label);"
+            "factor, grid, ignore_label);"
         ),
         name="weightmaps_weight_map",
+        preamble=kernel_source("weightmap.cuh"),
+    )
+
+
+@functools.cache
+def square_kernel() -> Any:
+    """d → d² as float32, recovered exactly on a short grid (``wm_square``); may run in place."""
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        in_params="float32 distance, float64 grid",
+        out_params="float32 square",
+        operation="square = (float)wm_square(distance, grid);",
+        name="weightmaps_square",
         preamble=kernel_source("weightmap.cuh"),
     )

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from weightmaps.errors import WeightmapsError
+from weightmaps.precision import square_grid
 
 __all__ = [
     "DEVICES",
@@ -47,9 +48,11 @@ DISTANCE_DTYPE = np.float32
 # one 2-D/3-D sample. The weights need only d²: the edt package computes it without the square
 # root, so asking for it saves a pass there and is more accurate everywhere.
 DistanceTransform = Callable[[Any, tuple[float, ...], bool], Any]
-# (labels, distance or its square (see Backend.weights_from_squared), class-weight table,
-#  1/(2 sigma^2), ignore label or -1, dtype) -> weights.
-WeightFunction = Callable[[Any, Any, Any, float, int, Any], Any]
+# (labels, distance or its square (see Backend.weights_from_squared), class-weight table (float64),
+#  factor f with d²/(2σ²) = f·(the transform's d²), ignore label or -1, dtype, square grid) -> weights.
+# The square grid (weightmaps.precision.square_grid) is what the transform's d² are exact multiples
+# of, 0 for none: the CUDA kernel recovers d² from cuCIM's rounded d with it.
+WeightFunction = Callable[[Any, Any, Any, float, int, Any, float], Any]
 
 # The numpy weight maths runs over blocks of this many pixels (32 KiB of float32), so that its
 # passes stay in cache instead of streaming whole 1024² maps through memory five times.
@@ -70,6 +73,13 @@ class Backend:
     # Whether apply_weights takes d² (CPU: edt gives it without a square root) or d (CUDA:
     # cuCIM gives d and the fused kernel squares it in the same pass).
     weights_from_squared: bool
+    # The transform for callers that need d² exact (the paper's map, distances, signed distances)
+    # on a grid that is not short (weightmaps.precision: e.g. spacing (0.7, 0.3), (1.2, 1.2, 2)):
+    # edt's float32 parabola envelope loses up to 35 ulp of d there, and the CPU takes scipy's
+    # transform instead, returning its float64 (about twice edt's time, for such spacings only;
+    # the scipy backend keeps its float64 rather than rounding d² to float32).
+    # None: the backend's own transform is what there is (CUDA: cuCIM, float32).
+    exact_transform: DistanceTransform | None = None
     # Device memory free for a transform now (CUDA), or None where no limit applies (CPU).
     # The engine asks weightmaps.cuda_plan with it whether a sample fits cuCIM.
     free_memory: Callable[[], int] | None = None
@@ -131,14 +141,17 @@ def to_numpy(array: Any) -> np.ndarray:
 
 
 def _scipy_distance(edges: np.ndarray, spacing: tuple[float, ...], squared: bool) -> np.ndarray:
+    # Squared in float64 before the cast, so d² is as exact as the edt package's.
+    return _scipy_distance64(edges, spacing, squared).astype(DISTANCE_DTYPE, copy=False)
+
+
+def _scipy_distance64(edges: np.ndarray, spacing: tuple[float, ...], squared: bool) -> np.ndarray:
+    """scipy's transform in its own float64: the CPU's ``exact_transform``."""
     from scipy import ndimage
 
-    # scipy measures the distance to the nearest zero, so edges are the zeros. Squared in
-    # float64 before the cast, so d² is as exact as the edt package's.
+    # scipy measures the distance to the nearest zero, so edges are the zeros.
     distance = ndimage.distance_transform_edt(~edges, sampling=spacing)
-    if squared:
-        distance = np.square(distance, out=distance)
-    return distance.astype(DISTANCE_DTYPE, copy=False)
+    return np.square(distance, out=distance) if squared else distance
 
 
 # Below this many pixels scipy's transform is the faster one: edt's set-up costs about 60 µs a
@@ -163,30 +176,42 @@ def _numpy_weights(
     labels: np.ndarray,
     squared_distance: np.ndarray,
     class_weight: np.ndarray,
-    inv_two_sigma_sq: float,
+    factor: float,
     ignore_label: int,
     dtype: Any,
+    grid: float = 0.0,
 ) -> np.ndarray:
-    """Same maths as kernels/weightmap.cuh, in float32: w = φ[label] · −expm1(−d² / (2σ²)).
+    """Same maths as kernels/weightmap.cuh: w = φ[label] · −expm1(−f·d²), in float64, rounded once.
 
-    Works in place in ``squared_distance`` (the engine's own temporary) and block by block:
-    on small VMs the page faults of fresh map-sized temporaries cost more than the maths, and
-    blocks keep each pass in cache. The ignore label gets weight 0 through the table (see
-    engine.class_weight_table), and the engine has checked every label indexes the table.
+    ``squared_distance`` is the transform's float32 d², exact where it matters (see
+    weightmaps.precision; ``grid`` is not needed here: the CPU transforms return d² itself). The
+    argument, expm1 and the product with φ are float64 and the result is rounded once to
+    ``dtype``: in float32, f·d² rounded twice and expm1f's own error made the weights up to 5 ulp
+    off at σ 20 (issue 20). On this CPU numpy's expm1 costs the same in float64 as in float32.
+
+    Works block by block (float64 temporaries of 64 KiB stay in cache; fresh map-sized
+    temporaries cost more than the maths on small VMs) and, for float32, in place in
+    ``squared_distance`` (the engine's own temporary). The ignore label gets weight 0 through
+    the table (see engine.class_weight_table), and the engine has checked every label indexes it.
     """
-    weights = squared_distance.reshape(-1)
-    labels_flat = labels.reshape(-1)
-    scale = np.float32(-inv_two_sigma_sq)
-    phi = np.empty(min(_CPU_BLOCK, weights.size), dtype=np.float32)
-    for start in range(0, weights.size, _CPU_BLOCK):
-        block = weights[start:start + _CPU_BLOCK]
-        phi_block = phi[: block.size]
-        block *= scale
-        np.expm1(block, out=block)
-        np.take(class_weight, labels_flat[start:start + _CPU_BLOCK], out=phi_block, mode="clip")
-        block *= phi_block
-        np.negative(block, out=block)
-    return squared_distance.astype(dtype, copy=False)
+    out = squared_distance if np.dtype(dtype) == squared_distance.dtype else np.empty(squared_distance.shape, dtype)
+    class_weight = np.asarray(class_weight, dtype=np.float64)  # the engine's table is float64 already
+    source, target, labels_flat = squared_distance.reshape(-1), out.reshape(-1), labels.reshape(-1)
+    block_size = min(_CPU_BLOCK, source.size)
+    exponent = np.empty(block_size, dtype=np.float64)
+    phi = np.empty(block_size, dtype=np.float64)
+    scale = -float(factor)
+    for start in range(0, source.size, _CPU_BLOCK):
+        stop = min(start + _CPU_BLOCK, source.size)
+        x, phi_block = exponent[: stop - start], phi[: stop - start]
+        # dtype: a Python float is a weak scalar (NEP 50): without it this product is float32.
+        np.multiply(source[start:stop], scale, out=x, dtype=np.float64)
+        np.expm1(x, out=x)
+        np.take(class_weight, labels_flat[start:stop], out=phi_block, mode="clip")
+        x *= phi_block
+        np.negative(x, out=x)
+        target[start:stop] = x  # the one rounding
+    return out
 
 
 # --- CUDA ------------------------------------------------------------------------------------
@@ -233,7 +258,13 @@ def _cucim_distance(edges: Any, spacing: tuple[float, ...], squared: bool) -> An
     distance = distance.astype(DISTANCE_DTYPE, copy=False)
     if isotropic and spacing[0] != 1.0:
         distance *= DISTANCE_DTYPE(spacing[0])
-    return cupy.multiply(distance, distance, out=distance) if squared else distance
+    if not squared:
+        return distance
+    # cuCIM computes d = RN(√d²) from an exact d² on a short grid: d² is recovered exactly from d
+    # (kernels/weightmap.cuh, wm_square) instead of squaring the rounded d in float32.
+    from weightmaps._kernels import square_kernel
+
+    return square_kernel()(distance, square_grid(spacing))
 
 
 def _cuda_free_memory() -> int:
@@ -267,9 +298,10 @@ def _cuda_weights(
     labels: Any,
     distance: Any,
     class_weight: Any,
-    inv_two_sigma_sq: float,
+    factor: float,
     ignore_label: int,
     dtype: Any,
+    grid: float = 0.0,
 ) -> Any:
     import cupy
 
@@ -277,7 +309,8 @@ def _cuda_weights(
 
     out = cupy.empty(labels.shape, dtype=dtype)
     weight_kernel()(
-        labels, distance, class_weight, class_weight.size, np.float32(inv_two_sigma_sq), ignore_label, out
+        labels, distance, cupy.asarray(class_weight, dtype=cupy.float64), class_weight.size, float(factor),
+        float(grid), ignore_label, out,
     )
     return out
 
@@ -288,9 +321,11 @@ def _cuda_weights(
 @functools.cache
 def _build(name: str) -> Backend:
     if name == "scipy":
-        return Backend("scipy", np, _scipy_distance, _numpy_weights, weights_from_squared=True)
+        return Backend("scipy", np, _scipy_distance, _numpy_weights, weights_from_squared=True,
+                       exact_transform=_scipy_distance64)
     if name == "cpu":
-        return Backend("cpu", np, _edt_distance, _numpy_weights, weights_from_squared=True)
+        return Backend("cpu", np, _edt_distance, _numpy_weights, weights_from_squared=True,
+                       exact_transform=_scipy_distance64)
     reason = cuda_unavailable_reason()
     if reason is not None:
         raise WeightmapsError(f"device 'cuda' is not available: {reason}")

@@ -28,6 +28,7 @@ from weightmaps.backend import (
     to_numpy,
 )
 from weightmaps.errors import WeightmapsError
+from weightmaps.precision import SNAP_BELOW, exponent_factor, square_grid, transform_units
 from weightmaps.validation import (
     check_connectivity,
     check_labels,
@@ -87,7 +88,8 @@ def distance_to_edges(
     """Euclidean distance from every pixel to the nearest edge-pixel centre, in ``spacing`` units.
 
     0 on edge pixels; ``+inf`` everywhere when a sample has no edge pixel (one label only).
-    Returns float32.
+    Returns float32: on the CPU the exact distance rounded once, for any spacing (see
+    weightmaps.precision; on a GPU too where the spacing has a short grid).
 
     Parameters
     ----------
@@ -109,9 +111,12 @@ def distance_to_edges(
     array([[2., 1., 0., 0.]], dtype=float32)
     """
     backend, data, ndim, restore = _prepare(labels, device, batch)
-    scaled, exponent = _power_of_two_scale(check_spacing(spacing, ndim))
+    units, scale = transform_units(check_spacing(spacing, ndim))
     edges = _edges(data, check_connectivity(connectivity, ndim), batch)
-    return restore(_times_power_of_two(_distance(backend, edges, scaled, batch), exponent))
+    if scale == 1.0 and all(u == 1.0 for u in units):
+        # The transforms' own float32 square root of an exact integer d² is correctly rounded.
+        return restore(_distance(backend, edges, units, batch))
+    return restore(scaled_root(_distance(backend, edges, units, batch, squared=True, exact=True), scale))
 
 
 def uncertainty(
@@ -136,13 +141,14 @@ def uncertainty(
     """
     sigma = check_sigma(sigma)
     backend, data, ndim, restore = _prepare(labels, device, batch)
-    spacing, factor = sigma_units(check_spacing(spacing, ndim), sigma)
+    units, scale = transform_units(check_spacing(spacing, ndim))
     edges = _edges(data, check_connectivity(connectivity, ndim), batch)
-    exponent = _distance(backend, edges, spacing, batch, squared=True)
-    xp = backend.xp
-    exponent *= -factor
-    delta = xp.expm1(exponent, out=exponent)
-    return restore(xp.negative(delta, out=delta))
+    distance = _distance(backend, edges, units, batch, squared=backend.weights_from_squared, exact=True)
+    # The weight pass with φ = 1 for every pixel: the same maths, rounded once.
+    everywhere_one = backend.xp.zeros(data.shape, dtype=np.uint8)
+    ones = backend.asarray(np.ones(1, dtype=np.float64))
+    return restore(backend.apply_weights(everywhere_one, distance, ones, exponent_factor(scale, sigma), -1,
+                                         np.dtype(np.float32), square_grid(units)))
 
 
 def weight_map(
@@ -197,7 +203,9 @@ def weight_map(
     out_dtype = _output_dtype(dtype)
     table = class_weight_table(class_weights, ignore_index)
     backend, data, ndim, restore = _prepare(labels, device, batch, check_values=False)
-    spacing, factor = sigma_units(check_spacing(spacing, ndim), sigma)
+    # The transform runs on a grid where its float32 d² is exact; the rest is float64 (precision).
+    units, scale = transform_units(check_spacing(spacing, ndim))
+    factor = exponent_factor(scale, sigma)
     connectivity = check_connectivity(connectivity, ndim)
     validate = validate or backend.xp is np  # the numpy lookup clips: it has no NaN guard
     if validate:
@@ -213,10 +221,10 @@ def weight_map(
     with timed("edges"):
         edges = _edges(data, connectivity, batch)
     with timed("distance"):
-        distance = _distance(backend, edges, spacing, batch, squared=backend.weights_from_squared)
+        distance = _distance(backend, edges, units, batch, squared=backend.weights_from_squared, exact=True)
     with timed("weights"):
         weights = backend.apply_weights(
-            lookup, distance, backend.asarray(table.values), factor, table.ignore, out_dtype
+            lookup, distance, backend.asarray(table.values), factor, table.ignore, out_dtype, square_grid(units)
         )
     # Labels without a weight read NaN from the table (δ itself is never NaN); a table without
     # holes cannot produce one once the maximum label is known to be inside it.
@@ -277,16 +285,21 @@ def _edges(labels: Any, connectivity: int, batch: bool) -> Any:
     return edges
 
 
-def _distance(backend: Backend, edges: Any, spacing: tuple[float, ...], batch: bool, squared: bool = False) -> Any:
-    """Distance (or its square) to the nearest edge; +inf for a sample without edges."""
+def _distance(
+    backend: Backend, edges: Any, spacing: tuple[float, ...], batch: bool, squared: bool = False, exact: bool = False
+) -> Any:
+    """Distance (or its square) to the nearest edge; +inf for a sample without edges.
+
+    ``exact``: see :func:`nearest_distance`.
+    """
     xp = backend.xp
     if not batch:
         # scipy would return garbage without any edge pixel; there is no nearest edge: +inf.
         if not bool(edges.any()):
             return xp.full(edges.shape, np.inf, dtype=DISTANCE_DTYPE)
-        return nearest_distance(backend, edges, spacing, squared)
+        return nearest_distance(backend, edges, spacing, squared, exact)
     has_edge = to_numpy(edges.reshape(edges.shape[0], -1).any(axis=1))
-    distance = xp.empty(edges.shape, dtype=DISTANCE_DTYPE)
+    distance = xp.empty(edges.shape, dtype=np.float64 if _takes_exact(backend, spacing, exact) else DISTANCE_DTYPE)
     groups = [(0, len(edges), False)]
     if backend.stack_batches and edges.ndim == 3 and backend.free_memory is not None:
         groups = cuda_plan.stack_groups(len(edges), edges.shape[1:], backend.free_memory())
@@ -295,26 +308,60 @@ def _distance(backend: Backend, edges: Any, spacing: tuple[float, ...], batch: b
             distance[start:stop] = _stacked_distance(backend, edges[start:stop], spacing, squared, has_edge[start:stop])
             continue
         for i in range(start, stop):
-            distance[i] = nearest_distance(backend, edges[i], spacing, squared) if has_edge[i] else np.inf
+            distance[i] = nearest_distance(backend, edges[i], spacing, squared, exact) if has_edge[i] else np.inf
     return distance
 
 
-def stack_nearest_distance(backend: Backend, masks: Any, spacing: tuple[float, ...], squared: bool) -> Any:
+def stack_nearest_distance(
+    backend: Backend, masks: Any, spacing: tuple[float, ...], squared: bool, exact: bool = False
+) -> Any:
     """:func:`nearest_distance` of every array of a stack of same-shaped masks; +inf for an empty one.
 
     On a GPU the stack goes to cuCIM as few 3-D transforms as its padding allows (cuda_plan); on
-    the CPU one array at a time. For the engine's map modules (weightmaps.unet).
+    the CPU one array at a time. For the engine's map modules (weightmaps.unet, weightmaps.sdf).
     """
-    return _distance(backend, masks, spacing, batch=True, squared=squared)
+    return _distance(backend, masks, spacing, batch=True, squared=squared, exact=exact)
 
 
-def nearest_distance(backend: Backend, edges: Any, spacing: tuple[float, ...], squared: bool) -> Any:
+def scaled_root(squared: Any, scale: float) -> Any:
+    """``scale · √squared`` in float64, rounded once to float32 (into ``squared`` when it is float32).
+
+    For the distances of :func:`weightmaps.precision.transform_units`: d² on the transform's
+    grid is exact (or float64, from an ``exact_transform``), so d is correctly rounded (up to
+    float64's 2⁻⁵³). inf stays inf; a product beyond float32 is inf, as the true distance would be.
+    """
+    xp = array_module(squared)
+    out = squared if squared.dtype == DISTANCE_DTYPE else xp.empty(squared.shape, dtype=DISTANCE_DTYPE)
+    flat, target = squared.reshape(-1), out.reshape(-1)
+    block = flat.size if xp is not np else _ROOT_BLOCK  # numpy: float64 temporaries that stay in cache
+    root = xp.empty(min(block, flat.size), dtype=np.float64)
+    for start in range(0, flat.size, block):
+        stop = min(start + block, flat.size)
+        part = root[: stop - start]
+        xp.sqrt(flat[start:stop], out=part, dtype=np.float64)
+        part *= scale
+        with np.errstate(over="ignore"):  # float32 overflow is the answer here
+            target[start:stop] = part
+    return out
+
+
+# Pixels per block of scaled_root's float64 pass on the CPU (64 KiB of float64).
+_ROOT_BLOCK = 1 << 13
+
+
+def nearest_distance(
+    backend: Backend, edges: Any, spacing: tuple[float, ...], squared: bool, exact: bool = False
+) -> Any:
     """Distance (or its square) of every pixel to the nearest True pixel of ``edges``, one array.
 
     The backend's transform, or the CPU's where cuCIM cannot take the array (cuda_plan). For the
     engine's map modules (weightmaps.unet); the public functions take labels, not masks.
+    ``exact``: on a grid that is not short (weightmaps.precision.square_grid), use the backend's
+    ``exact_transform`` where it has one (the CPU: scipy's float64 transform).
     """
     if backend.free_memory is None:
+        if _takes_exact(backend, spacing, exact):
+            return backend.exact_transform(edges, spacing, squared)  # type: ignore[misc]
         return backend.distance_transform(edges, spacing, squared)
     reason = cuda_plan.transform_limit(edges.shape, backend.free_memory())
     if reason is None:
@@ -324,8 +371,15 @@ def nearest_distance(backend: Backend, edges: Any, spacing: tuple[float, ...], s
     if tuple(edges.shape) not in _FALLBACK_LOGGED:
         _FALLBACK_LOGGED.add(tuple(edges.shape))
         log.warning("%s: using the CPU transform (edt) for this shape, exact all the same", reason)
-    cpu = get_backend("cpu")
-    return backend.asarray(cpu.distance_transform(to_numpy(edges), spacing, squared))
+    # float32 on the device, as cuCIM's: the CUDA kernels take float32 distances.
+    on_host = nearest_distance(get_backend("cpu"), to_numpy(edges), spacing, squared, exact)
+    return backend.asarray(on_host.astype(DISTANCE_DTYPE, copy=False))
+
+
+def _takes_exact(backend: Backend, spacing: tuple[float, ...], exact: bool) -> bool:
+    """Whether :func:`nearest_distance` takes the backend's float64 ``exact_transform`` (then float64 out)."""
+    return (exact and backend.free_memory is None and backend.exact_transform is not None
+            and square_grid(spacing) == 0.0)
 
 
 # Shapes whose CPU fallback was logged already (one line per shape, not per sample).
@@ -343,7 +397,9 @@ def _stacked_distance(
     sample: on a GPU, small samples are bound by launch overhead, not by arithmetic.
     """
     reach = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(edges.shape[1:], spacing, strict=True))))
-    distance = nearest_distance(backend, edges, (2.0 * reach + 1.0, *spacing), squared)
+    # A power of two: short (weightmaps.precision), so the samples' own grid stays exact.
+    apart = math.ldexp(1.0, math.frexp(2.0 * reach + 1.0)[1])
+    distance = nearest_distance(backend, edges, (apart, *spacing), squared)
     distance[backend.xp.asarray(~has_edge)] = np.inf
     return distance
 
@@ -358,7 +414,7 @@ _TINY32 = float(np.finfo(np.float32).tiny)
 
 
 def _power_of_two_scale(spacing: tuple[float, ...]) -> tuple[tuple[float, ...], int]:
-    """``spacing / 2**k`` with its largest value in [1, 2), and ``k``.
+    """``spacing / 2**k`` with its largest value in [1, 2), and ``k`` (for :func:`sigma_units`).
 
     The transforms compute in float32: in these units their arithmetic stays far from overflow
     and underflow whatever the user's units (nanometres, or 1e20 with σ 2e20), and scaling by a
@@ -368,21 +424,11 @@ def _power_of_two_scale(spacing: tuple[float, ...]) -> tuple[tuple[float, ...], 
     return tuple(math.ldexp(s, -k) for s in spacing), k
 
 
-def _times_power_of_two(distance: Any, k: int) -> Any:
-    """``distance · 2**k`` in float32 (inf where it overflows, as the true value would)."""
-    if k == 0:
-        return distance
-    with np.errstate(over="ignore"):  # overflowing to inf is the answer, not an accident
-        if -126 <= k <= 127:  # a normal float32: the product is exact, 0 stays 0 and inf stays inf
-            distance *= np.float32(math.ldexp(1.0, k))
-            return distance
-        return (distance.astype(np.float64) * math.ldexp(1.0, k)).astype(DISTANCE_DTYPE)
-
-
 def sigma_units(spacing: tuple[float, ...], sigma: float) -> tuple[tuple[float, ...], float]:
-    """The spacing to run the transform with, and the factor taking its d² to d²/(2σ²).
+    """The spacing to run the transform with, and the factor taking its d² to d²/(2σ²), in σ·√2 units.
 
-    For the engine's map modules too (weightmaps.unet).
+    For the U-Net map (weightmaps.unet), whose promise is a tolerance of w0, not an ulp count;
+    the paper's map, distances and δ run on :func:`weightmaps.precision.transform_units` instead.
 
     Measured in units of σ·√2 (clamped at :data:`_SATURATED`, which changes no weight) and scaled
     by a power of two into [1, 2): no σ or spacing the checks accept can make the maths produce
@@ -411,7 +457,11 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass(frozen=True)
 class WeightTable:
-    """φ by label for the weight pass (the fused kernel and the numpy path index it).
+    """φ by label for the weight pass (the fused kernel and the numpy path index it), float64.
+
+    float64 so that the weight is φ·δ rounded once: a float32 table adds up to 2⁻²⁴ relative, up
+    to 1 ulp of the weight, before the product is rounded (the weights must fit float32 all the
+    same: class_weight_table checks).
 
     Dense: ``values[label]``. Compact, for sparse labels (a few of them, up to 2**63): ``keys``
     holds the sorted labels, ``values`` their weights, and :meth:`indices` turns labels into
@@ -447,7 +497,7 @@ def class_weight_table(class_weights: Any, ignore_index: int | None) -> WeightTa
     Examples
     --------
     >>> class_weight_table({0: 0.5, 2: 3.0}, ignore_index=1).values
-    array([0.5, 0. , 3. ], dtype=float32)
+    array([0.5, 0. , 3. ])
     >>> class_weight_table({0: 0.5, 2_000_000_000: 3.0}, ignore_index=None).keys
     array([         0, 2000000000])
     """
@@ -472,11 +522,11 @@ def class_weight_table(class_weights: Any, ignore_index: int | None) -> WeightTa
         weights[ignore_label] = 0.0
     size = max(weights) + 1
     if size <= _DENSE_TABLE_LABELS:
-        values = np.full(size, np.nan, dtype=np.float32)
+        values = np.full(size, np.nan, dtype=np.float64)
         values[list(weights)] = list(weights.values())
         return WeightTable(values, ignore_label)
     keys = np.array(sorted(weights), dtype=np.uint64 if size > np.iinfo(np.int64).max else np.int64)
-    values = np.array([weights[int(k)] for k in keys], dtype=np.float32)
+    values = np.array([weights[int(k)] for k in keys], dtype=np.float64)
     return WeightTable(values, int(np.searchsorted(keys, ignore_label)) if ignore_label >= 0 else -1, keys)
 
 
@@ -488,7 +538,7 @@ def _raise_missing_labels(labels: Any, table: WeightTable, class_weights: Mappin
 
 
 def pixel_class_weights(pixel_class: Any, class_weights: Mapping[int, float], ignore_index: int | None) -> Any:
-    """The weight of every pixel's class (float32; the ignore label 0); a class without one is named."""
+    """The weight of every pixel's class (float64; the ignore label 0); a class without one is named."""
     xp = array_module(pixel_class)
     if pixel_class.dtype == bool:  # background / instance: classes 0 and 1
         pixel_class = pixel_class.view(np.uint8)
@@ -513,13 +563,23 @@ def pixel_class_weights(pixel_class: Any, class_weights: Mapping[int, float], ig
 
 def weight_from_distance(
     distance: Any, labels: Any, *, sigma: float, class_weights: Mapping[int, float],
-    ignore_index: int | None = None, dtype: str = "float32",
+    ignore_index: int | None = None, dtype: str = "float32", spacing: Any = None,
 ) -> np.ndarray:
     """The paper's weight φ_label · (1 − exp(−d²/(2σ²))) from a stored distance map d (numpy).
 
     ``distance`` as :func:`distance_to_edges` returns it (+inf: no edge, δ = 1), e.g. read from a
-    ``--map distance`` store, so σ and φ can change without recomputing the dataset. Computed in
-    float64 and rounded once: float32 maps equal :func:`weight_map`'s to a few ulp (see README).
+    ``--map distance`` store, so σ and φ can change without recomputing the dataset; ``spacing``
+    the spacing it was computed with (default 1, as everywhere). Computed in float64 and rounded
+    once.
+
+    How exact: a float32 d is the distance rounded once, d = RN(s·√(n·g)) with n·g the
+    transform's exact d² on its grid (weightmaps.precision). Below 2²¹ grid steps (d/s)² lies
+    within n·g·2⁻²² of n·g, so where it does, d² is taken as exactly n·g: the weight is then the
+    one :func:`weight_map` computes, bit for bit. Elsewhere (a spacing without a short grid, far
+    pixels, float16 stores, distances from elsewhere) d is used as it is: its rounding moves δ by
+    at most 2·κ ulp (κ = x/(eˣ − 1) ≤ 1, x = d²/2σ²), within 2.5 ulp of the exact weight. The
+    snap moves d² by at most 2⁻²² of itself, so distances that are not such roundings lose
+    nothing by it.
 
     Examples
     --------
@@ -531,9 +591,34 @@ def weight_from_distance(
     sigma = check_sigma(sigma)
     out_dtype = _output_dtype(dtype)
     labels = np.asarray(labels)
-    d = np.asarray(distance, dtype=np.float64)
-    if d.shape != labels.shape:
-        raise WeightmapsError(f"distance shape {d.shape} differs from labels shape {labels.shape}")
-    phi = pixel_class_weights(labels, class_weights, ignore_index).astype(np.float64)
-    delta = -np.expm1(-(d * d) / (2.0 * sigma * sigma))
-    return (phi * delta).astype(out_dtype)
+    stored = np.asarray(distance)
+    if stored.shape != labels.shape:
+        raise WeightmapsError(f"distance shape {stored.shape} differs from labels shape {labels.shape}")
+    units, scale = transform_units(check_spacing(spacing, labels.ndim))
+    grid = square_grid(units) if stored.dtype == np.float32 else 0.0
+    phi = pixel_class_weights(labels, class_weights, ignore_index).reshape(-1)
+    out = np.empty(stored.shape, dtype=out_dtype)
+    source, target = stored.reshape(-1), out.reshape(-1)
+    # x = f·(d/s)² on the grid, or ½(d/σ)² without one: not d²/(2σ²), whose 2σ² underflows to 0
+    # for σ < 1e-154 (0/0 on the edges).
+    factor = grid * exponent_factor(scale, sigma) if grid else 0.5
+    divisor = scale if grid else sigma
+    # Blocks of float64 temporaries that stay in cache (see backend._numpy_weights).
+    for start in range(0, source.size, _ROOT_BLOCK):
+        stop = min(start + _ROOT_BLOCK, source.size)
+        x = source[start:stop].astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):  # d beyond float64 here: x = inf, δ = 1
+            x /= divisor
+            np.square(x, out=x)
+            if grid:
+                x *= 1.0 / grid  # a power of two: exact. Now d² in grid steps.
+                whole = np.rint(x)
+                off = np.abs(x - whole)
+                on_grid = (off <= x * 2.0**-22) & (x < SNAP_BELOW)
+                np.copyto(x, whole, where=on_grid)
+            x *= -factor
+            np.expm1(x, out=x)
+        x *= phi[start:stop]
+        np.negative(x, out=x)
+        target[start:stop] = x  # the one rounding
+    return out

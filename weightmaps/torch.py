@@ -221,7 +221,7 @@ class WeightMapDataset(torch.utils.data.Dataset):
         if self._derive is not None:
             sigma, phi = self._derive
             derived = weight_from_distance(stored, mask, sigma=sigma, class_weights=phi,
-                                           ignore_index=self._params.ignore_index)
+                                           ignore_index=self._params.ignore_index, spacing=self._params.spacing)
             sample["weight"] = torch.from_numpy(derived)
         if self.transform is not None:
             sample = _as_sample(self.transform(sample), sid, [k for k in MAP_KEYS if k in sample])

@@ -18,6 +18,7 @@ leave instances out, so the computed s is below the exact one, itself below tole
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -287,7 +288,14 @@ def instances_from_labels(
     """Instances of a semantic mask: the connected components of every class, numbered 1, 2, ...
 
     Background and ``ignore_index`` pixels are 0. Components of different classes never merge,
-    even when they touch. int32; on the input's device.
+    even when they touch. int32; on the input's device. Numbered class by class in increasing
+    label order, within a class in the raster order of each component's first pixel: the ids one
+    ``scipy.ndimage.label`` per class gives, offset class after class.
+
+    All classes are labelled together in one pass (see :func:`_same_label_components`), so the
+    cost does not grow with the number of labels (one whole-array ``ndimage.label`` per label
+    took 23 s on a 1024² mask of 3,900 labels). A CuPy mask is labelled on the host, as the U-Net
+    map reads its instances there anyway, and the result is returned on the mask's device.
 
     Examples
     --------
@@ -296,30 +304,88 @@ def instances_from_labels(
     array([[1, 1, 0, 2, 3, 3]], dtype=int32)
     """
     labels = _check_instances(labels)
-    ndim = sample_ndim(labels, False)
-    connectivity = check_connectivity(connectivity, ndim)
+    connectivity = check_connectivity(connectivity, sample_ndim(labels, False))
+    out = _same_label_components(to_numpy(labels), connectivity, background, ignore_index)
     if is_cupy_array(labels):
         import cupy
-        from cupyx.scipy import ndimage
 
-        xp: Any = cupy
-    else:
-        from scipy import ndimage
-
-        xp = np
-    structure = ndimage.generate_binary_structure(ndim, connectivity)
-    out = xp.zeros(labels.shape, dtype=np.int32)
-    offset = 0
-    for value in (int(v) for v in to_numpy(xp.unique(labels))):
-        if value == background or value == ignore_index:
-            continue
-        components, count = ndimage.label(labels == value, structure=xp.asarray(structure) if xp is not np else structure)
-        count = int(count)
-        out = xp.where(components > 0, components.astype(np.int32) + np.int32(offset), out)
-        offset += count
-        if offset >= np.iinfo(np.int32).max:
-            raise WeightmapsError(f"more than {np.iinfo(np.int32).max} instances in one mask")
+        with cupy.cuda.Device(labels.device.id):
+            return cupy.asarray(out)
     return out
+
+
+def _row_steps(ndim: int, connectivity: int) -> list[tuple[int, ...]]:
+    """Steps from a row to its neighbouring rows: along the leading axes, at most ``connectivity`` of them."""
+    return [step for step in itertools.product((-1, 0, 1), repeat=ndim)
+            if 0 < sum(1 for s in step if s) <= connectivity]
+
+
+def _same_label_components(
+    labels: np.ndarray, connectivity: int, background: int, ignore_index: int | None
+) -> np.ndarray:
+    """The components of "same label as the neighbour", numbered as :func:`instances_from_labels` says.
+
+    The mask is cut into runs, maximal stretches of one label along the last axis (in a row two
+    consecutive runs differ, so no run joins another of its own row). A run joins a run of a
+    neighbouring row (one ``_row_steps`` step away) when both hold the same label and touch. Each
+    row is a partition of its columns, so the touching runs are found by lookup: two runs touch
+    when one starts inside the other, or, where the step may move one column more (the step
+    uses fewer than ``connectivity`` axes), when one starts right after the other ends, i.e. the
+    column before its start lies in the other. Every run looks up, in every neighbouring row,
+    the runs holding its start column (and the column before): with both rows doing so, each
+    touching pair is found. The components of that graph of runs are the instances: time and
+    memory go with the pixels once (finding the runs, painting the ids) and with the runs
+    otherwise, however many labels there are.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    lead_shape, width = labels.shape[:-1], labels.shape[-1]
+    flat = labels.reshape(-1)
+    starts_mask = np.ones(labels.shape, dtype=bool)
+    np.not_equal(labels[..., 1:], labels[..., :-1], out=starts_mask[..., 1:])
+    starts = np.flatnonzero(starts_mask)  # raster order: sorted
+    del starts_mask
+    lengths = np.diff(starts, append=flat.size)
+    row, column = np.divmod(starts, width)
+    values = flat[starts]
+    keep = values != background  # numpy compares out-of-range integers correctly (NumPy >= 2)
+    if ignore_index is not None:
+        keep &= values != ignore_index
+    kept = np.flatnonzero(keep)
+    lead = np.unravel_index(row[kept], lead_shape)
+    sources: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    for step in _row_steps(len(lead_shape), connectivity):
+        moved = [index + s for index, s in zip(lead, step, strict=True)]
+        inside = np.ones(kept.size, dtype=bool)
+        for m, n in zip(moved, lead_shape, strict=True):
+            inside &= (m >= 0) & (m < n)
+        runs = kept[inside]
+        other_row = np.ravel_multi_index(tuple(m[inside] for m in moved), lead_shape)
+        shifts = (0, 1) if sum(1 for s in step if s) < connectivity else (0,)
+        for shift in shifts:
+            col = column[runs] - shift
+            ok = col >= 0
+            mine = runs[ok]
+            found = np.searchsorted(starts, other_row[ok] * width + col[ok], side="right") - 1
+            same = keep[found] & (values[found] == values[mine])
+            sources.append(mine[same])
+            targets.append(found[same])
+    src = np.concatenate(sources) if sources else np.empty(0, dtype=np.intp)
+    dst = np.concatenate(targets) if targets else np.empty(0, dtype=np.intp)
+    graph = coo_matrix((np.ones(src.size, dtype=np.int8), (src, dst)), shape=(starts.size, starts.size))
+    _, component = connected_components(graph, directed=False)
+    # Number the components of the kept runs: by label, then by their first run (their first
+    # pixel in raster order); np.unique's first indices are those first runs, runs being sorted.
+    present, first = np.unique(component[kept], return_index=True)
+    if present.size >= np.iinfo(np.int32).max:
+        raise WeightmapsError(f"more than {np.iinfo(np.int32).max - 1} instances in one mask")
+    order = np.lexsort((first, values[kept][first]))
+    number = np.zeros(int(component.max()) + 1, dtype=np.int32)
+    number[present[order]] = np.arange(1, present.size + 1, dtype=np.int32)
+    run_ids = np.where(keep, number[component], np.int32(0))
+    return np.repeat(run_ids, lengths).reshape(labels.shape)
 
 
 def unet_batch(masks: Any, params: MapParams, backend: Backend) -> Any:
