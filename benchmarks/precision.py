@@ -58,11 +58,13 @@ def weights_before(labels: np.ndarray, squared: np.ndarray, table: np.ndarray, i
 
 def weight_map_before(labels: np.ndarray, sigma: float, phi: dict[int, float], spacing: tuple[float, ...]) -> np.ndarray:
     """weight_map before: the transform in σ·√2 units scaled into [1, 2), the float32 weight pass."""
-    from weightmaps import engine
+    import weightmaps as wm
+    from weightmaps import transforms
+    from weightmaps.precision import sigma_units
 
-    backend = engine.get_backend("cpu")
-    units, factor = engine.sigma_units(spacing, sigma)
-    squared = engine._distance(backend, engine._edges(labels, 1, False), units, False, squared=True)
+    backend = wm.get_backend("cpu")
+    units, factor = sigma_units(spacing, sigma)
+    squared = transforms.edge_distance(backend, transforms.find_edges(labels, 1, False), units, False, squared=True)
     return weights_before(labels, squared, _table32(phi), factor)
 
 
@@ -70,11 +72,12 @@ def distance_before(labels: np.ndarray, spacing: tuple[float, ...]) -> np.ndarra
     """distance_to_edges before: the spacing scaled into [1, 2) by a power of two, edt's float32 d."""
     import math
 
-    from weightmaps import engine
+    import weightmaps as wm
+    from weightmaps import transforms
 
     k = math.frexp(max(spacing))[1] - 1
     scaled = tuple(math.ldexp(s, -k) for s in spacing)
-    distance = engine._distance(engine.get_backend("cpu"), engine._edges(labels, 1, False), scaled, False)
+    distance = transforms.edge_distance(wm.get_backend("cpu"), transforms.find_edges(labels, 1, False), scaled, False)
     distance *= np.float32(math.ldexp(1.0, k))
     return distance
 
@@ -87,13 +90,14 @@ def derived_before(distance: np.ndarray, labels: np.ndarray, sigma: float, phi: 
 
 def sdf_before(labels: np.ndarray, num_classes: int, spacing: tuple[float, ...]) -> np.ndarray:
     """signed_distance before: edt's d in the user's spacing, 1 − d in float32."""
-    from weightmaps import engine
+    import weightmaps as wm
+    from weightmaps import transforms
 
-    backend = engine.get_backend("cpu")
+    backend = wm.get_backend("cpu")
     out = np.zeros((num_classes, *labels.shape), dtype=np.float32)
     present = [int(v) for v in np.unique(labels)]
     masks = [m for k in present for m in (labels == k, labels != k)]
-    distance = engine.stack_nearest_distance(backend, np.stack(masks), spacing, squared=False)
+    distance = transforms.edge_distance(backend, np.stack(masks), spacing, batch=True)
     for j, k in enumerate(present):
         inside = labels == k
         out[k] = np.where(inside, np.float32(1.0) - distance[2 * j + 1], distance[2 * j])
@@ -142,26 +146,28 @@ def measure_case(name: str, labels: np.ndarray, spacing: tuple[float, ...], repe
     from scipy import ndimage
 
     import weightmaps as wm
-    from weightmaps import engine
+    from weightmaps import transforms
+    from weightmaps.engine import class_weight_table
+    from weightmaps.precision import sigma_units
     from weightmaps.precision import transform_units
 
     phi = {int(v): 0.5 + 0.73 * int(v) for v in np.unique(labels)}
     table64 = np.vectorize(lambda v: phi[int(v)], otypes=[float])(labels)
-    edges = engine._edges(labels, 1, False)
+    edges = transforms.find_edges(labels, 1, False)
     exact_d = ndimage.distance_transform_edt(~edges, sampling=spacing)
     exact_w = {s: table64 * -np.expm1(-(exact_d**2) / (2 * s * s)) for s in SIGMAS}
     sigma = SIGMAS[0]
-    cpu = engine.get_backend("cpu")
+    cpu = wm.get_backend("cpu")
     units, scale = transform_units(spacing)
     factor = wm.precision.exponent_factor(scale, sigma)
-    squared_after = engine._distance(cpu, edges, units, False, squared=True, exact=True)
-    squared_before = engine._distance(cpu, edges, engine.sigma_units(spacing, sigma)[0], False, squared=True)
-    table = engine.class_weight_table(phi, None)
+    squared_after = transforms.edge_distance(cpu, edges, units, False, squared=True, exact=True)
+    squared_before = transforms.edge_distance(cpu, edges, sigma_units(spacing, sigma)[0], False, squared=True)
+    table = class_weight_table(phi, None)
     d32 = wm.distance_to_edges(labels, spacing=spacing, device="cpu")
     d32_before = distance_before(labels, spacing)
     steps: dict[str, dict[str, Callable[[], Any]]] = {
         "weights": {
-            "before": lambda: weights_before(labels, squared_before.copy(), _table32(phi), engine.sigma_units(spacing, sigma)[1]),
+            "before": lambda: weights_before(labels, squared_before.copy(), _table32(phi), sigma_units(spacing, sigma)[1]),
             "after": lambda: cpu.apply_weights(labels, squared_after.copy(), table.values, factor, -1, np.dtype(np.float32), 0.0),
         },
         "weight_map": {

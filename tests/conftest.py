@@ -1,4 +1,10 @@
-"""Shared test configuration: hypothesis profiles and the GPU marker."""
+"""Shared test configuration: hypothesis profiles, the GPU marker, the bounds and the slow tier.
+
+Two tiers: plain ``pytest`` runs the fast one (a developer's loop, a few minutes on 2 cores);
+``pytest --slow`` adds the tests marked ``slow`` — real Dask clusters, processes killed with
+SIGKILL, the S3 server, wheel builds, the benchmarks' and the GPU day's rehearsals. CI runs both
+(scripts/test.sh passes --slow). Choosing tests with ``-m`` runs what the expression says.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +52,23 @@ def _default_timeout(config: pytest.Config, items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TIMEOUT_S))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="run the slow tier too (clusters, SIGKILL, S3, wheels, rehearsals); CI does")
+
+
+def _skip_slow_tier(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("slow") or config.getoption("markexpr"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow tier: run with --slow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _default_timeout(config, items)
+    _skip_slow_tier(config, items)
     if _cuda_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device with CuPy and cuCIM")

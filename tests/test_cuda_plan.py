@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import weightmaps as wm
-from weightmaps import engine
+from weightmaps import transforms
 from tests.test_engine import blobs
 from weightmaps.cuda_plan import MAX_CUBE_SIDE, MIN_STACK_FILL, padded_side, stack_groups, transform_bytes, transform_limit
 
@@ -107,7 +107,7 @@ def test_a_sample_beyond_the_limit_takes_the_cpu_transform(caplog: pytest.LogCap
     labels = blobs((48, 64), seed=5)
     tiny = _limited("scipy", free=10_000)  # no transform fits: every sample falls back to edt
     assert transform_limit(labels.shape, 10_000) is not None
-    engine._FALLBACK_LOGGED.discard(labels.shape)  # logged once per shape and process
+    transforms._FALLBACK_LOGGED.discard(labels.shape)  # logged once per shape and process
     with caplog.at_level(logging.WARNING, logger="weightmaps"):
         got = wm.weight_map(labels, sigma=2.0, class_weights={0: 1.0, 1: 2.0, 2: 3.0}, device=tiny)
         again = wm.distance_to_edges(labels, device=tiny)

@@ -6,7 +6,6 @@ computing each map alone; a killed run resumed, a Dask run and the torch Dataset
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

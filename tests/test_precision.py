@@ -181,11 +181,11 @@ def test_edt_is_exact_on_a_short_grid(spacing) -> None:
     from scipy import ndimage
 
     from weightmaps.backend import _edt_distance
-    from weightmaps.engine import _edges
+    from weightmaps.transforms import find_edges
 
     shape = (160, 160) if len(spacing) == 2 else (24, 64, 64)
     labels = make_masks(1, shape, num_classes=4, seed=7)[0]
-    edges = _edges(labels, 1, False)
+    edges = find_edges(labels, 1, False)
     assert edges.size >= 12_000  # edt's side of _EDT_FROM_PIXELS
     assert wm.precision.square_grid(spacing) > 0
     nearest = ndimage.distance_transform_edt(~edges, sampling=spacing, return_distances=False, return_indices=True)

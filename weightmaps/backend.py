@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from weightmaps.arrays import array_module, is_cupy_array, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.precision import square_grid
 
@@ -84,9 +85,9 @@ class Backend:
     # The engine asks weightmaps.cuda_plan with it whether a sample fits cuCIM.
     free_memory: Callable[[], int] | None = None
     # Whether a batch of 2-D samples goes through one 3-D distance transform (the batch axis
-    # spaced too far to cross, see engine._stacked_distance) instead of one call per sample,
-    # where cuda_plan.stack_groups says cuCIM's padded cube is full enough. Applies to backends
-    # with a free_memory (CUDA), where it is 4-27x faster than one call per sample (measured,
+    # spaced too far to cross, see transforms.stacked_distance) instead of one call per sample,
+    # where cuda_plan.stack_groups says cuCIM's padded cube is full enough. Applies on a GPU
+    # (on_gpu), where it is 4-27x faster than one call per sample (measured,
     # see cuda_plan.MIN_STACK_FILL); dataclasses.replace(..., stack_batches=False) turns it off.
     stack_batches: bool = True
     # A sample cuCIM cannot take (cuda_plan.transform_limit: too large a padded cube, or not
@@ -98,12 +99,47 @@ class Backend:
     # free_memory then counts within it). None on the CPU.
     total_memory: Callable[[], int] | None = None
     limit_memory: Callable[[int], None] | None = None
+    # Whether apply_weights gives NaN to a label outside the class-weight table (the CUDA kernel's
+    # guard), so that a caller vouching for its labels may skip the check (weight_map's validate).
+    # numpy's lookup clips instead: on the CPU the engine always checks.
+    marks_unknown_labels: bool = False
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether this backend computes on a device with a memory budget: the one question the
+        engine, the shards and the benchmarks ask of it (cuda_plan's limits and stacked batches,
+        device memory shares between processes, batch sizes, synchronising timers).
+
+        True for ``"cuda"``. A CPU backend given a ``free_memory`` (``dataclasses.replace``)
+        stands in for a device: the tests and benchmarks rehearse the GPU's planning with it.
+        """
+        return self.free_memory is not None
+
+    def device_free_memory(self) -> int:
+        """Device bytes free for a transform now (on a GPU only; cuda_plan sizes batches by it)."""
+        if self.free_memory is None:
+            raise WeightmapsError(f"backend {self.name!r} has no device memory")
+        return self.free_memory()
+
+    def synchronize(self) -> None:
+        """Wait until the device has done what was queued on it (nothing to wait for on the CPU)."""
+        if _is_cupy_module(self.xp):
+            self.xp.cuda.Device().synchronize()
+
+    def host_buffer(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """An empty host array that device results are copied into: page-locked with CuPy (a
+        faster, asynchronous copy), plain numpy on the CPU."""
+        if not _is_cupy_module(self.xp):
+            return np.empty(shape, dtype=dtype)
+        import cupyx
+
+        return cupyx.empty_pinned(shape, dtype=dtype)
 
     def asarray(self, array: Any) -> Any:
         """``array`` on this backend's device (no copy when it is there already)."""
-        if self.xp is np:
-            return to_numpy(array)
-        return self.xp.asarray(array)
+        if _is_cupy_module(self.xp):
+            return self.xp.asarray(array)
+        return to_numpy(array)
 
     def __reduce__(self) -> tuple[Callable[..., Backend], tuple[Any, ...]]:
         # By name and the options that differ from the defaults: the functions are rebuilt there.
@@ -120,21 +156,8 @@ def _rebuild(name: str, options: dict[str, Any]) -> Backend:
     return dataclasses.replace(backend, **options) if options else backend
 
 
-def is_cupy_array(array: Any) -> bool:
-    # Checked by module name so that numpy-only machines never import CuPy.
-    return type(array).__module__.split(".")[0] == "cupy"
-
-
-def array_module(array: Any) -> ModuleType:
-    if is_cupy_array(array):
-        import cupy
-
-        return cupy
-    return np
-
-
-def to_numpy(array: Any) -> np.ndarray:
-    return array.get() if is_cupy_array(array) else np.asarray(array)
+def _is_cupy_module(xp: ModuleType) -> bool:
+    return xp.__name__ == "cupy"
 
 
 # --- CPU -------------------------------------------------------------------------------------
@@ -332,7 +355,7 @@ def _build(name: str) -> Backend:
     import cupy
 
     return Backend("cuda", cupy, _cucim_distance, _cuda_weights, weights_from_squared=False,
-                   free_memory=_cuda_free_memory, total_memory=_cuda_total_memory, limit_memory=_cuda_limit_memory)
+                   marks_unknown_labels=True, free_memory=_cuda_free_memory, total_memory=_cuda_total_memory, limit_memory=_cuda_limit_memory)
 
 
 @functools.cache

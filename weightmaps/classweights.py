@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.backend import array_module, to_numpy
+from weightmaps.arrays import array_module, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.validation import check_labels
 

@@ -8,8 +8,6 @@ call says it is a batch). numpy in → numpy out; CuPy in → CuPy out, on its d
 from __future__ import annotations
 
 import contextlib
-import itertools
-import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,18 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps import cuda_plan
-from weightmaps.backend import (
-    DISTANCE_DTYPE,
-    Backend,
-    array_module,
-    backend_for,
-    get_backend,
-    is_cupy_array,
-    to_numpy,
-)
+from weightmaps.arrays import array_module, is_cupy_array, to_numpy
+from weightmaps.backend import Backend, backend_for
 from weightmaps.errors import WeightmapsError
 from weightmaps.precision import SNAP_BELOW, exponent_factor, square_grid, transform_units
+from weightmaps.transforms import HOST_BLOCK, edge_distance, find_edges, scaled_root
 from weightmaps.validation import (
     check_connectivity,
     check_labels,
@@ -54,8 +45,6 @@ OUTPUT_DTYPES = ("float32", "float16")
 # timer(stage) -> a context manager around one step of weight_map (see its `timer`).
 StageTimer = Callable[[str], contextlib.AbstractContextManager[None]]
 
-log = logging.getLogger("weightmaps")
-
 
 def edge_mask(labels: Any, *, connectivity: int = 1, batch: bool = False) -> Any:
     """Pixels with at least one neighbour inside the array whose label differs.
@@ -74,7 +63,7 @@ def edge_mask(labels: Any, *, connectivity: int = 1, batch: bool = False) -> Any
     labels = _as_array(labels)
     check_labels(labels, batch=batch)
     ndim = sample_ndim(labels, batch)
-    return _edges(labels, check_connectivity(connectivity, ndim), batch)
+    return find_edges(labels, check_connectivity(connectivity, ndim), batch)
 
 
 def distance_to_edges(
@@ -112,11 +101,11 @@ def distance_to_edges(
     """
     backend, data, ndim, restore = _prepare(labels, device, batch)
     units, scale = transform_units(check_spacing(spacing, ndim))
-    edges = _edges(data, check_connectivity(connectivity, ndim), batch)
+    edges = find_edges(data, check_connectivity(connectivity, ndim), batch)
     if scale == 1.0 and all(u == 1.0 for u in units):
         # The transforms' own float32 square root of an exact integer d² is correctly rounded.
-        return restore(_distance(backend, edges, units, batch))
-    return restore(scaled_root(_distance(backend, edges, units, batch, squared=True, exact=True), scale))
+        return restore(edge_distance(backend, edges, units, batch))
+    return restore(scaled_root(edge_distance(backend, edges, units, batch, squared=True, exact=True), scale))
 
 
 def uncertainty(
@@ -142,8 +131,8 @@ def uncertainty(
     sigma = check_sigma(sigma)
     backend, data, ndim, restore = _prepare(labels, device, batch)
     units, scale = transform_units(check_spacing(spacing, ndim))
-    edges = _edges(data, check_connectivity(connectivity, ndim), batch)
-    distance = _distance(backend, edges, units, batch, squared=backend.weights_from_squared, exact=True)
+    edges = find_edges(data, check_connectivity(connectivity, ndim), batch)
+    distance = edge_distance(backend, edges, units, batch, squared=backend.weights_from_squared, exact=True)
     # The weight pass with φ = 1 for every pixel: the same maths, rounded once.
     everywhere_one = backend.xp.zeros(data.shape, dtype=np.uint8)
     ones = backend.asarray(np.ones(1, dtype=np.float64))
@@ -207,7 +196,7 @@ def weight_map(
     units, scale = transform_units(check_spacing(spacing, ndim))
     factor = exponent_factor(scale, sigma)
     connectivity = check_connectivity(connectivity, ndim)
-    validate = validate or backend.xp is np  # the numpy lookup clips: it has no NaN guard
+    validate = validate or not backend.marks_unknown_labels  # else nothing would say so
     if validate:
         low, high = label_range(data)  # one read of the device for both checks
         if low < 0:
@@ -219,9 +208,9 @@ def weight_map(
         _raise_missing_labels(data, table, class_weights)
     timed = timer or untimed
     with timed("edges"):
-        edges = _edges(data, connectivity, batch)
+        edges = find_edges(data, connectivity, batch)
     with timed("distance"):
-        distance = _distance(backend, edges, units, batch, squared=backend.weights_from_squared, exact=True)
+        distance = edge_distance(backend, edges, units, batch, squared=backend.weights_from_squared, exact=True)
     with timed("weights"):
         weights = backend.apply_weights(
             lookup, distance, backend.asarray(table.values), factor, table.ignore, out_dtype, square_grid(units)
@@ -260,183 +249,6 @@ def _prepare(
         return to_numpy(result)
 
     return backend, backend.asarray(labels), sample_ndim(labels, batch), restore
-
-
-def _neighbour_offsets(ndim: int, connectivity: int) -> list[tuple[int, ...]]:
-    # Half of the neighbourhood (first non-zero step positive): each neighbour pair once.
-    offsets = []
-    for step in itertools.product((-1, 0, 1), repeat=ndim):
-        nonzero = [s for s in step if s]
-        if nonzero and nonzero[0] > 0 and len(nonzero) <= connectivity:
-            offsets.append(step)
-    return offsets
-
-
-def _edges(labels: Any, connectivity: int, batch: bool) -> Any:
-    xp = array_module(labels)
-    edges = xp.zeros(labels.shape, dtype=bool)
-    lead = (slice(None),) if batch else ()
-    for step in _neighbour_offsets(labels.ndim - len(lead), connectivity):
-        here = lead + tuple(slice(1, None) if s < 0 else slice(None, -1) if s > 0 else slice(None) for s in step)
-        there = lead + tuple(slice(None, -1) if s < 0 else slice(1, None) if s > 0 else slice(None) for s in step)
-        differs = labels[here] != labels[there]
-        edges[here] |= differs
-        edges[there] |= differs
-    return edges
-
-
-def _distance(
-    backend: Backend, edges: Any, spacing: tuple[float, ...], batch: bool, squared: bool = False, exact: bool = False
-) -> Any:
-    """Distance (or its square) to the nearest edge; +inf for a sample without edges.
-
-    ``exact``: see :func:`nearest_distance`.
-    """
-    xp = backend.xp
-    if not batch:
-        # scipy would return garbage without any edge pixel; there is no nearest edge: +inf.
-        if not bool(edges.any()):
-            return xp.full(edges.shape, np.inf, dtype=DISTANCE_DTYPE)
-        return nearest_distance(backend, edges, spacing, squared, exact)
-    has_edge = to_numpy(edges.reshape(edges.shape[0], -1).any(axis=1))
-    distance = xp.empty(edges.shape, dtype=np.float64 if _takes_exact(backend, spacing, exact) else DISTANCE_DTYPE)
-    groups = [(0, len(edges), False)]
-    if backend.stack_batches and edges.ndim == 3 and backend.free_memory is not None:
-        groups = cuda_plan.stack_groups(len(edges), edges.shape[1:], backend.free_memory())
-    for start, stop, stacked in groups:
-        if stacked and has_edge[start:stop].any():
-            distance[start:stop] = _stacked_distance(backend, edges[start:stop], spacing, squared, has_edge[start:stop])
-            continue
-        for i in range(start, stop):
-            distance[i] = nearest_distance(backend, edges[i], spacing, squared, exact) if has_edge[i] else np.inf
-    return distance
-
-
-def stack_nearest_distance(
-    backend: Backend, masks: Any, spacing: tuple[float, ...], squared: bool, exact: bool = False
-) -> Any:
-    """:func:`nearest_distance` of every array of a stack of same-shaped masks; +inf for an empty one.
-
-    On a GPU the stack goes to cuCIM as few 3-D transforms as its padding allows (cuda_plan); on
-    the CPU one array at a time. For the engine's map modules (weightmaps.unet, weightmaps.sdf).
-    """
-    return _distance(backend, masks, spacing, batch=True, squared=squared, exact=exact)
-
-
-def scaled_root(squared: Any, scale: float) -> Any:
-    """``scale · √squared`` in float64, rounded once to float32 (into ``squared`` when it is float32).
-
-    For the distances of :func:`weightmaps.precision.transform_units`: d² on the transform's
-    grid is exact (or float64, from an ``exact_transform``), so d is correctly rounded (up to
-    float64's 2⁻⁵³). inf stays inf; a product beyond float32 is inf, as the true distance would be.
-    """
-    xp = array_module(squared)
-    out = squared if squared.dtype == DISTANCE_DTYPE else xp.empty(squared.shape, dtype=DISTANCE_DTYPE)
-    flat, target = squared.reshape(-1), out.reshape(-1)
-    block = flat.size if xp is not np else _ROOT_BLOCK  # numpy: float64 temporaries that stay in cache
-    root = xp.empty(min(block, flat.size), dtype=np.float64)
-    for start in range(0, flat.size, block):
-        stop = min(start + block, flat.size)
-        part = root[: stop - start]
-        xp.sqrt(flat[start:stop], out=part, dtype=np.float64)
-        part *= scale
-        with np.errstate(over="ignore"):  # float32 overflow is the answer here
-            target[start:stop] = part
-    return out
-
-
-# Pixels per block of scaled_root's float64 pass on the CPU (64 KiB of float64).
-_ROOT_BLOCK = 1 << 13
-
-
-def nearest_distance(
-    backend: Backend, edges: Any, spacing: tuple[float, ...], squared: bool, exact: bool = False
-) -> Any:
-    """Distance (or its square) of every pixel to the nearest True pixel of ``edges``, one array.
-
-    The backend's transform, or the CPU's where cuCIM cannot take the array (cuda_plan). For the
-    engine's map modules (weightmaps.unet); the public functions take labels, not masks.
-    ``exact``: on a grid that is not short (weightmaps.precision.square_grid), use the backend's
-    ``exact_transform`` where it has one (the CPU: scipy's float64 transform).
-    """
-    if backend.free_memory is None:
-        if _takes_exact(backend, spacing, exact):
-            return backend.exact_transform(edges, spacing, squared)  # type: ignore[misc]
-        return backend.distance_transform(edges, spacing, squared)
-    reason = cuda_plan.transform_limit(edges.shape, backend.free_memory())
-    if reason is None:
-        return backend.distance_transform(edges, spacing, squared)
-    if not backend.cpu_fallback:
-        raise WeightmapsError(f"{reason}; the CPU fallback is off (cpu_fallback=False)")
-    if tuple(edges.shape) not in _FALLBACK_LOGGED:
-        _FALLBACK_LOGGED.add(tuple(edges.shape))
-        log.warning("%s: using the CPU transform (edt) for this shape, exact all the same", reason)
-    # float32 on the device, as cuCIM's: the CUDA kernels take float32 distances.
-    on_host = nearest_distance(get_backend("cpu"), to_numpy(edges), spacing, squared, exact)
-    return backend.asarray(on_host.astype(DISTANCE_DTYPE, copy=False))
-
-
-def _takes_exact(backend: Backend, spacing: tuple[float, ...], exact: bool) -> bool:
-    """Whether :func:`nearest_distance` takes the backend's float64 ``exact_transform`` (then float64 out)."""
-    return (exact and backend.free_memory is None and backend.exact_transform is not None
-            and square_grid(spacing) == 0.0)
-
-
-# Shapes whose CPU fallback was logged already (one line per shape, not per sample).
-_FALLBACK_LOGGED: set[tuple[int, ...]] = set()
-
-
-def _stacked_distance(
-    backend: Backend, edges: Any, spacing: tuple[float, ...], squared: bool, has_edge: np.ndarray
-) -> Any:
-    """A batch of 2-D samples as one 3-D transform whose batch axis is too long to cross.
-
-    The batch axis gets a spacing larger than any distance inside a sample, so a pixel's nearest
-    edge is in its own sample whenever that sample has one; samples without edges only see
-    other samples' edges, at least that far away, and get +inf. One call instead of one per
-    sample: on a GPU, small samples are bound by launch overhead, not by arithmetic.
-    """
-    reach = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(edges.shape[1:], spacing, strict=True))))
-    # A power of two: short (weightmaps.precision), so the samples' own grid stays exact.
-    apart = math.ldexp(1.0, math.frexp(2.0 * reach + 1.0)[1])
-    distance = nearest_distance(backend, edges, (apart, *spacing), squared)
-    distance[backend.xp.asarray(~has_edge)] = np.inf
-    return distance
-
-
-# Farther than this many σ·√2 from every edge a pixel has δ = 1 exactly in float32 (d²/2σ² > 17.5
-# already rounds 1 - exp(-x) to 1), so a larger spacing can be clamped to it without changing one
-# weight; it keeps the transforms' arithmetic finite for σ down to the smallest double.
-_SATURATED = 2.0**20
-# The smallest positive normal float32: the factor from d² to d²/(2σ²) never rounds to 0, so that
-# an infinite distance (a sample without edges) still gives δ = 1, never 0·inf = NaN.
-_TINY32 = float(np.finfo(np.float32).tiny)
-
-
-def _power_of_two_scale(spacing: tuple[float, ...]) -> tuple[tuple[float, ...], int]:
-    """``spacing / 2**k`` with its largest value in [1, 2), and ``k`` (for :func:`sigma_units`).
-
-    The transforms compute in float32: in these units their arithmetic stays far from overflow
-    and underflow whatever the user's units (nanometres, or 1e20 with σ 2e20), and scaling by a
-    power of two back and forth is exact.
-    """
-    k = math.frexp(max(spacing))[1] - 1
-    return tuple(math.ldexp(s, -k) for s in spacing), k
-
-
-def sigma_units(spacing: tuple[float, ...], sigma: float) -> tuple[tuple[float, ...], float]:
-    """The spacing to run the transform with, and the factor taking its d² to d²/(2σ²), in σ·√2 units.
-
-    For the U-Net map (weightmaps.unet), whose promise is a tolerance of w0, not an ulp count;
-    the paper's map, distances and δ run on :func:`weightmaps.precision.transform_units` instead.
-
-    Measured in units of σ·√2 (clamped at :data:`_SATURATED`, which changes no weight) and scaled
-    by a power of two into [1, 2): no σ or spacing the checks accept can make the maths produce
-    NaN (σ = 3e-20 once gave 0·inf on every edge pixel) or overflow.
-    """
-    units = tuple(min(s / (sigma * math.sqrt(2.0)), _SATURATED) for s in spacing)
-    scaled, k = _power_of_two_scale(units)
-    return scaled, max(math.ldexp(1.0, 2 * k), _TINY32)
 
 
 def _output_dtype(dtype: Any) -> np.dtype:
@@ -604,8 +416,8 @@ def weight_from_distance(
     factor = grid * exponent_factor(scale, sigma) if grid else 0.5
     divisor = scale if grid else sigma
     # Blocks of float64 temporaries that stay in cache (see backend._numpy_weights).
-    for start in range(0, source.size, _ROOT_BLOCK):
-        stop = min(start + _ROOT_BLOCK, source.size)
+    for start in range(0, source.size, HOST_BLOCK):
+        stop = min(start + HOST_BLOCK, source.size)
         x = source[start:stop].astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):  # d beyond float64 here: x = inf, δ = 1
             x /= divisor

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["SHORT_BITS", "SNAP_BELOW", "exponent_factor", "short", "square_grid", "transform_units"]
+__all__ = ["SHORT_BITS", "SNAP_BELOW", "exponent_factor", "short", "sigma_units", "square_grid", "transform_units"]
 
 # A short float32 has at most this many significant bits: its square is exact in float32, and
 # so are the products Δ²·t² of the transforms for the distances where the weight is not 1 yet.
@@ -139,3 +139,38 @@ def exponent_factor(scale: float, sigma: float) -> float:
         ratio = np.float64(scale) / np.float64(sigma)
         factor = float(ratio * ratio * 0.5)
     return min(max(factor, _FACTOR_MIN), _FACTOR_MAX)
+
+
+# Farther than this many σ·√2 from every edge a pixel has δ = 1 exactly in float32 (d²/2σ² > 17.5
+# already rounds 1 - exp(-x) to 1), so a larger spacing can be clamped to it without changing one
+# weight; it keeps the transforms' arithmetic finite for σ down to the smallest double.
+_SATURATED = 2.0**20
+# The smallest positive normal float32: the factor from d² to d²/(2σ²) never rounds to 0, so that
+# an infinite distance (a sample without edges) still gives δ = 1, never 0·inf = NaN.
+_TINY32 = float(np.finfo(np.float32).tiny)
+
+
+def _power_of_two_scale(spacing: tuple[float, ...]) -> tuple[tuple[float, ...], int]:
+    """``spacing / 2**k`` with its largest value in [1, 2), and ``k`` (for :func:`sigma_units`).
+
+    The transforms compute in float32: in these units their arithmetic stays far from overflow
+    and underflow whatever the user's units (nanometres, or 1e20 with σ 2e20), and scaling by a
+    power of two back and forth is exact.
+    """
+    k = math.frexp(max(spacing))[1] - 1
+    return tuple(math.ldexp(s, -k) for s in spacing), k
+
+
+def sigma_units(spacing: tuple[float, ...], sigma: float) -> tuple[tuple[float, ...], float]:
+    """The spacing to run the transform with, and the factor taking its d² to d²/(2σ²), in σ·√2 units.
+
+    For the U-Net map (weightmaps.unet), whose promise is a tolerance of w0, not an ulp count;
+    the paper's map, distances and δ run on :func:`transform_units` instead.
+
+    Measured in units of σ·√2 (clamped at :data:`_SATURATED`, which changes no weight) and scaled
+    by a power of two into [1, 2): no σ or spacing the checks accept can make the maths produce
+    NaN (σ = 3e-20 once gave 0·inf on every edge pixel) or overflow.
+    """
+    units = tuple(min(s / (sigma * math.sqrt(2.0)), _SATURATED) for s in spacing)
+    scaled, k = _power_of_two_scale(units)
+    return scaled, max(math.ldexp(1.0, 2 * k), _TINY32)

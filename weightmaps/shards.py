@@ -23,7 +23,8 @@ import numpy as np
 
 from weightmaps import cuda_plan
 from weightmaps._concurrency import Interrupt, bounded_map, deferred_interrupt
-from weightmaps.backend import Backend, get_backend, is_cupy_array
+from weightmaps.arrays import is_cupy_array
+from weightmaps.backend import Backend, get_backend
 from weightmaps.engine import StageTimer, untimed as _untimed
 from weightmaps.errors import WeightmapsError
 from weightmaps.params import MapParams
@@ -194,7 +195,7 @@ def compute_maps(
     timed = timer or _untimed
     n = len(masks)
     batch = settings.batch_size or _default_batch_size(backend, masks.shape[1:])
-    out = _host_array(backend, (n, *settings.params.map_shape(masks.shape[1:])), np.dtype(settings.params.dtype))
+    out = backend.host_buffer((n, *settings.params.map_shape(masks.shape[1:])), np.dtype(settings.params.dtype))
     for start in range(0, n, batch):
         with timed("transfer"):
             data = backend.asarray(masks[start:start + batch])
@@ -205,14 +206,6 @@ def compute_maps(
             else:
                 out[start:start + batch] = maps
     return out
-
-
-def _host_array(backend: Backend, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    if backend.xp is np:
-        return np.empty(shape, dtype=dtype)
-    import cupyx
-
-    return cupyx.empty_pinned(shape, dtype=dtype)
 
 
 def run_shard(task: ShardTask, source: MaskSource, writer: StoreWriter, settings: ShardSettings) -> ShardTimes:
@@ -266,7 +259,7 @@ def group_tasks(tasks: Sequence[ShardTask], backend: Backend, processes: int) ->
     """The tasks in the groups :func:`run_shard_group` computes together: alone on the CPU; on a
     GPU, consecutive shards of one 2-D shape as many as fill cuCIM's stacked cube
     (:func:`weightmaps.cuda_plan.shards_per_batch`), leaving every process some work."""
-    if backend.free_memory is None or not backend.stack_batches:
+    if not (backend.on_gpu and backend.stack_batches):
         return [(task,) for task in tasks]
     groups: list[tuple[ShardTask, ...]] = []
     i = 0
@@ -373,7 +366,7 @@ class PoolExecutor:
 
 
 def _default_batch_size(backend: Backend, shape: tuple[int, ...]) -> int:
-    if backend.name == "cuda":
+    if backend.on_gpu:
         return max(1, _GPU_BATCH_PIXELS // math.prod(shape))
     # On the CPU a batch is a loop over samples anyway; one mask at a time keeps every temporary
     # in cache instead of page-faulting fresh shard-sized arrays (measured: 2.7x faster per shard).

@@ -25,16 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.backend import DISTANCE_DTYPE, Backend, backend_for, is_cupy_array, to_numpy
-from weightmaps.engine import (
-    OUTPUT_DTYPES,
-    nearest_distance,
-    pixel_class_weights,
-    sigma_units,
-    stack_nearest_distance,
-)
+from weightmaps.arrays import is_cupy_array, to_numpy
+from weightmaps.backend import DISTANCE_DTYPE, Backend, backend_for
+from weightmaps.engine import OUTPUT_DTYPES, pixel_class_weights
 from weightmaps.errors import WeightmapsError
 from weightmaps.params import MapParams
+from weightmaps.precision import sigma_units
+from weightmaps.transforms import edge_distance, nearest_distance
 from weightmaps.validation import (
     check_connectivity,
     check_labels,
@@ -107,7 +104,7 @@ def _two_nearest(
             for a in range(host.ndim)]
     windows = [(number, *_grown(box, grow, host.shape)) for number, box in boxes]
     larger = xp.empty(max(math.prod(shape) for _, _, shape in windows), dtype=DISTANCE_DTYPE)
-    if stacked if stacked is not None else xp is not np:
+    if stacked if stacked is not None else backend.on_gpu:
         distances = _stacked_windows(backend, numbered, windows, spacing)
     else:
         distances = ((k, nearest_distance(backend, backend.asarray(numbered[window] == number), spacing, False))
@@ -132,7 +129,7 @@ def _stacked_windows(
     """Each window's distance to its instance, computed as stacks of windows (one per size class).
 
     On a GPU hundreds of small transforms cost a launch sequence each; stacked, a size class
-    goes to cuCIM as a few 3-D transforms (engine.stack_nearest_distance). A window sits in the
+    goes to cuCIM as a few 3-D transforms (transforms.edge_distance). A window sits in the
     corner of its class's canvas (sides rounded up to 32, cuCIM's own padding); the rest of the
     canvas holds no instance pixel, so the window's distances are those of the window alone.
     Yields ``(window index, its distances)`` one size class after the other (so that one class's
@@ -147,7 +144,7 @@ def _stacked_windows(
             number, window, shape = windows[k]
             corner: tuple[Any, ...] = (j, *(slice(0, n) for n in shape))
             masks[corner] = numbered[window] == number
-        distance = stack_nearest_distance(backend, backend.asarray(masks), spacing, squared=False)
+        distance = edge_distance(backend, backend.asarray(masks), spacing, batch=True)
         for j, k in enumerate(members):
             yield k, distance[(j, *(slice(0, n) for n in windows[k][2]))]
 
@@ -254,7 +251,7 @@ def unet_weights(
         instance_ignore = None
     if ignored is not None and bool(ignored.any()):
         data = xp.where(ignored, 0, data)  # neither an instance, nor (below) background
-    # Distances in units of σ·√2 (see engine.sigma_units): s = w0 · exp(−(u1 + u2)²).
+    # Distances in units of σ·√2 (see precision.sigma_units): s = w0 · exp(−(u1 + u2)²).
     scaled, factor = sigma_units(spacing, sigma)
     unit = math.sqrt(factor)
     # On a background pixel d1 is at least the smallest spacing (the nearest instance pixel is a

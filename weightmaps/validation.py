@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.backend import array_module
+from weightmaps.arrays import array_module
 from weightmaps.errors import WeightmapsError
 
 __all__ = [

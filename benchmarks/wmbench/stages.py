@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from .runner import Size
 
@@ -73,14 +72,6 @@ def stage_backend(device: str) -> Backend:
     return get_backend(device)
 
 
-def _device_sync(backend: Backend) -> Callable[[], None]:
-    if backend.name == "cuda":
-        import cupy
-
-        return cupy.cuda.Device().synchronize
-    return lambda: None
-
-
 def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: str, sigma: float) -> dict[str, Any]:
     """One single-process pass through the pipeline's calls, each stage timed.
 
@@ -101,7 +92,7 @@ def stage_breakdown(masks: Path | list[str], store: Path, size: Size, device: st
     from weightmaps.store import create_store
 
     backend = stage_backend(device)
-    timer = StageTimer(_device_sync(backend))
+    timer = StageTimer(backend.synchronize)
     source = open_source(masks if isinstance(masks, list) else str(masks))
 
     # Scan pass (stats.scan): decode every mask, count its classes, take its digest, spool it.

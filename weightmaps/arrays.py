@@ -1,0 +1,42 @@
+"""numpy or CuPy: which module an array belongs to, and the names the package's signatures use.
+
+The bottom of the package with weightmaps.errors: the checks (weightmaps.validation) and the
+backends both ask an array where it lives, and neither imports the other for it. CuPy is
+recognised by its module's name, so that numpy-only machines never import it.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, TypeAlias
+
+import numpy as np
+
+__all__ = ["Array", "LabelArray", "array_module", "is_cupy_array", "to_numpy"]
+
+# An integer label array, numpy or CuPy: one 2-D (H, W) or 3-D (D, H, W) sample, or with
+# ``batch=True`` a stack of them (axis 0 the samples); public functions also take what
+# ``numpy.asarray`` turns into one. CuPy ships no type information, so to the checker this is Any;
+# the name tells the reader which arrays a function expects.
+LabelArray: TypeAlias = Any
+# Any other numpy or CuPy array the maths passes along: edge masks, distances, maps.
+Array: TypeAlias = Any
+
+
+def is_cupy_array(array: Any) -> bool:
+    """Whether ``array`` is a CuPy array (without importing CuPy)."""
+    return type(array).__module__.split(".")[0] == "cupy"
+
+
+def array_module(array: Any) -> ModuleType:
+    """``cupy`` for a CuPy array, else ``numpy``."""
+    if is_cupy_array(array):
+        import cupy
+
+        return cupy
+    return np
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """``array`` on the host (a copy from the device for CuPy, no copy for numpy)."""
+    return array.get() if is_cupy_array(array) else np.asarray(array)
