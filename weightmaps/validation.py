@@ -133,7 +133,8 @@ def check_weights_fit(class_weights: Mapping[int, float], dtype: str, headroom: 
     ``headroom``). float16 holds up to 65504: a rare class's balanced weight of 1e5 would be
     written as inf.
     """
-    # The kernel's lookup table is float32 whatever the output: a weight must fit both.
+    # The table and the maths are float64, but no map is wider than float32 (the one rounding goes
+    # to the map's dtype): a weight must fit that dtype and float32.
     limit = min(float(np.finfo(dtype).max), float(np.finfo(np.float32).max))
     for label, weight in class_weights.items():
         if weight + headroom > limit:
