@@ -147,6 +147,7 @@ class SampleSource(ABC):
         zarr_array: zarr.Array | str | None = None,
         problems: Sequence[BadSample] = (),
         storage_options: Mapping[str, Any] | None = None,
+        remote_roots: Sequence[str] = (),
     ) -> None:
         self.samples: list[SampleRef] = list(samples)
         self.description = description
@@ -163,8 +164,9 @@ class SampleSource(ABC):
         freeze_options(storage_options or {})  # JSON values only, checked here with a clear message
         self._storage_options: dict[str, Any] | None = dict(storage_options) if storage_options else None
         # Folder URLs whose recursive listing covers every remote sample (a directory's or a
-        # glob's root), listed again by fingerprint(); other remote samples: their folders.
-        self._remote_roots: tuple[str, ...] = ()
+        # glob's root, from discovery), listed again by fingerprint(); other remote samples:
+        # their folders.
+        self._remote_roots: tuple[str, ...] = tuple(remote_roots)
 
     # -- pickling: paths and options only ---------------------------------------------------------
 
@@ -313,10 +315,11 @@ class MaskSource(SampleSource):
         zarr_array: zarr.Array | str | None = None,
         problems: Sequence[BadSample] = (),
         storage_options: Mapping[str, Any] | None = None,
+        remote_roots: Sequence[str] = (),
     ) -> None:
         super().__init__(
             samples, description=description, zarr_array=zarr_array, problems=problems,
-            storage_options=storage_options,
+            storage_options=storage_options, remote_roots=remote_roots,
         )
         self._label_map: LabelMap | None = normalize_label_map(label_map)
         self.float_labels = bool(float_labels)
@@ -471,7 +474,7 @@ def open_source(
     kind = dataclasses.replace(_MASKS, integer=False) if float_labels else _MASKS
     options = storage_options or None
     found = _checked(_discover(inputs, kind, options), on_problems)
-    source = MaskSource(
+    return MaskSource(
         found.samples,
         description=found.description,
         label_map=label_map,
@@ -479,9 +482,8 @@ def open_source(
         zarr_array=found.zarr_array,
         problems=found.problems,
         storage_options=options,
+        remote_roots=found.remote_roots,
     )
-    source._remote_roots = found.remote_roots
-    return source
 
 
 def open_image_source(
@@ -522,11 +524,10 @@ def open_image_source(
     """
     options = storage_options or None
     found = _checked(_discover(inputs, _IMAGES, options), "raise")
-    source = ImageSource(
-        found.samples, description=found.description, zarr_array=found.zarr_array, storage_options=options
+    return ImageSource(
+        found.samples, description=found.description, zarr_array=found.zarr_array, storage_options=options,
+        remote_roots=found.remote_roots,
     )
-    source._remote_roots = found.remote_roots
-    return source
 
 
 def _checked(found: _Found, on_problems: str) -> _Found:
@@ -543,7 +544,7 @@ class _Found(NamedTuple):
     description: str
     zarr_array: zarr.Array | str | None = None
     problems: tuple[BadSample, ...] = ()
-    remote_roots: tuple[str, ...] = ()  # see SampleSource._remote_roots
+    remote_roots: tuple[str, ...] = ()  # the source's remote_roots (see SampleSource)
 
 
 def _discover(
