@@ -5,7 +5,7 @@ An input is a ``zarr.Array``, a URL (:mod:`~weightmaps.sources.remote`), a local
 what was found becomes a :class:`~weightmaps.sources.base.MaskSource` or
 :class:`~weightmaps.sources.base.ImageSource`, or one BadInputError listing every input
 discovery had to leave out. The one module that sees every way of finding inputs, so it sits on
-top of them; nothing in :mod:`weightmaps.sources` imports it.
+top of them: no other module of the package imports it (its ``__init__`` re-exports it).
 """
 
 from __future__ import annotations
