@@ -3,8 +3,8 @@
 :class:`WeightMapDataset` reads a weight store written by :func:`weightmaps.compute` together with
 the images and masks it was computed from, refuses mismatched ids or masks (digests), derives
 weights from a ``--map distance`` store on load, and pickles with paths only, for DataLoader
-workers. Image decoding and the layout/dtype rules of a sample's tensors live here too; the
-shape of the sample dict itself is :mod:`weightmaps.torch.sample`'s.
+workers. Bringing a read image to the sample's layout and dtype (channels first, float32) is
+done here too; the sample dict itself, which transforms also see, is :mod:`weightmaps.torch.sample`'s.
 """
 
 from __future__ import annotations
