@@ -68,7 +68,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from weightmaps.backend import cuda_device_count
-from weightmaps.errors import BadSample, IncompleteRunError, WeightmapsError
+from weightmaps.errors import BadSample, IncompleteRunError, ShardFailure, WeightmapsError
 from weightmaps.pipeline import ComputeResult, compute
 from weightmaps.shards import ShardSettings, ShardTimes, run_shard
 from weightmaps.stats import (
@@ -116,22 +116,6 @@ def _dask() -> ModuleType:
 
 
 # --- results -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ShardFailure:
-    """A shard that could not be computed: where it is, its samples, and why."""
-
-    shard: int
-    ids: tuple[str, ...]
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"shard": self.shard, "ids": list(self.ids), "reason": self.reason}
-
-    def __str__(self) -> str:
-        shown = ", ".join(self.ids[:5]) + (f" and {len(self.ids) - 5} more" if len(self.ids) > 5 else "")
-        return f"shard {self.shard} ({shown}): {self.reason}"
 
 
 # --- the cluster -----------------------------------------------------------------------------------
