@@ -17,7 +17,8 @@ exception                what happened                                          
 =======================  =====================================================  =========
 
 Messages name the offending file, sample, label or parameter; the attributes carry the same
-facts for programs.
+facts for programs. The records they carry (:class:`BadSample`, :class:`ShardFailure`) are defined
+here too, so that this module, imported by nearly every other, imports none of them.
 """
 
 from __future__ import annotations
@@ -25,10 +26,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from weightmaps.distributed import ShardFailure
+from typing import Any
 
 __all__ = [
     "BadInputError",
@@ -36,6 +34,7 @@ __all__ = [
     "IncompleteRunError",
     "ResumeMismatchError",
     "SampleNotFoundError",
+    "ShardFailure",
     "StoreExistsError",
     "StoreLockedError",
     "WeightmapsError",
@@ -55,6 +54,22 @@ class BadSample:
 
     def __str__(self) -> str:
         return f"{self.path if self.path is not None else self.id}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ShardFailure:
+    """A shard that could not be computed: where it is, its samples, and why."""
+
+    shard: int
+    ids: tuple[str, ...]
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"shard": self.shard, "ids": list(self.ids), "reason": self.reason}
+
+    def __str__(self) -> str:
+        shown = ", ".join(self.ids[:5]) + (f" and {len(self.ids) - 5} more" if len(self.ids) > 5 else "")
+        return f"shard {self.shard} ({shown}): {self.reason}"
 
 
 class WeightmapsError(ValueError):
