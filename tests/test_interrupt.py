@@ -4,7 +4,7 @@ A KeyboardInterrupt raised by Python's default handler lands wherever the main t
 these loops that is mostly inside ``concurrent.futures``' or ``threading``'s locking: once, a lock
 was left taken and ``weightmaps compute`` never exited. Here a real SIGINT is sent, by the source
 itself while it reads a chosen sample (from a pool thread, a scan process or a shard process), and
-the KeyboardInterrupt must come from :meth:`weightmaps._concurrency.Interrupt.check` — never from
+the KeyboardInterrupt must come from :meth:`weightmaps.concurrency.Interrupt.check` — never from
 the pools' code — promptly (what was not started is cancelled), leaving no thread behind and no
 store that looks complete.
 """
@@ -72,7 +72,7 @@ def assert_stopped_at_a_safe_point(info: pytest.ExceptionInfo[KeyboardInterrupt]
     frames = traceback.extract_tb(info.tb)
     inside_pools = [f for f in frames if "concurrent/futures" in f.filename or f.filename.endswith("threading.py")]
     assert not inside_pools, "KeyboardInterrupt raised inside the pool's code:\n" + "".join(traceback.format_list(frames))
-    assert frames[-1].name == "check" and frames[-1].filename.endswith(os.path.join("weightmaps", "_concurrency.py")), (
+    assert frames[-1].name == "check" and frames[-1].filename.endswith(os.path.join("weightmaps", "concurrency.py")), (
         "".join(traceback.format_list(frames)))
 
 
@@ -144,7 +144,7 @@ def test_ctrl_c_during_the_shards_stops_between_them_and_resume_completes(tmp_pa
 
 
 def test_deferred_interrupt_contract() -> None:
-    from weightmaps._concurrency import deferred_interrupt
+    from weightmaps.concurrency import deferred_interrupt
 
     # Normal exit with the flag set: the Ctrl-C is not lost.
     with pytest.raises(KeyboardInterrupt):

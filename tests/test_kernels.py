@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tests.reference import reference_uncertainty
-from weightmaps._kernels import kernel_dir, kernel_source
+from weightmaps.kernel_sources import kernel_dir, kernel_source
 
 HERE = Path(__file__).parent
 KERNELS = HERE.parent / "kernels"

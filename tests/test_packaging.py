@@ -26,7 +26,7 @@ def test_wheel_contains_the_kernel_sources(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(target)
     code = (
-        "from weightmaps._kernels import kernel_dir, kernel_source; "
+        "from weightmaps.kernel_sources import kernel_dir, kernel_source; "
         "print(kernel_dir()); assert 'wm_weight' in kernel_source('weightmap.cuh')"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from weightmaps._version import __version__
+from weightmaps.version import __version__
 
 if TYPE_CHECKING:
     from weightmaps.backend import DEVICES, Backend, get_backend

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.arrays import array_module, is_cupy_array, to_numpy
+from weightmaps.arrays import LabelArray, array_module, is_cupy_array, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.precision import square_grid
 
@@ -285,7 +285,7 @@ def _cucim_distance(edges: Any, spacing: tuple[float, ...], squared: bool) -> An
         return distance
     # cuCIM computes d = RN(√d²) from an exact d² on a short grid: d² is recovered exactly from d
     # (kernels/weightmap.cuh, wm_square) instead of squaring the rounded d in float32.
-    from weightmaps._kernels import square_kernel
+    from weightmaps.kernel_sources import square_kernel
 
     return square_kernel()(distance, square_grid(spacing))
 
@@ -318,7 +318,7 @@ def _cuda_limit_memory(limit: int) -> None:
 
 
 def _cuda_weights(
-    labels: Any,
+    labels: LabelArray,
     distance: Any,
     class_weight: Any,
     factor: float,
@@ -328,7 +328,7 @@ def _cuda_weights(
 ) -> Any:
     import cupy
 
-    from weightmaps._kernels import weight_kernel
+    from weightmaps.kernel_sources import weight_kernel
 
     out = cupy.empty(labels.shape, dtype=dtype)
     weight_kernel()(

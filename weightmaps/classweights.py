@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.arrays import array_module, to_numpy
+from weightmaps.arrays import LabelArray, array_module, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.validation import check_labels
 
@@ -36,7 +36,7 @@ __all__ = [
 _BINCOUNT_LIMIT = 1 << 20
 
 
-def count_labels(labels: Any, *, ignore_index: int | None = None) -> dict[int, int]:
+def count_labels(labels: LabelArray, *, ignore_index: int | None = None) -> dict[int, int]:
     """Pixel count of every label present in one mask, the ignore label excluded.
 
     Parameters
@@ -302,7 +302,7 @@ def resolve_class_weights(
             raise WeightmapsError(
                 f"give class weights either as {spec!r} or from the store {str(class_weights_from)!r}, not both"
             )
-        from weightmaps.store import open_store
+        from weightmaps.store import open_store  # here: zarr only for runs that read a store
 
         store = open_store(class_weights_from, storage_options)
         weights = {int(k): float(v) for k, v in store.class_weights.items()}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.arrays import array_module, is_cupy_array, to_numpy
+from weightmaps.arrays import LabelArray, array_module, is_cupy_array, to_numpy
 from weightmaps.backend import Backend, backend_for
 from weightmaps.errors import WeightmapsError
 from weightmaps.precision import SNAP_BELOW, exponent_factor, square_grid, transform_units
@@ -46,7 +46,7 @@ OUTPUT_DTYPES = ("float32", "float16")
 StageTimer = Callable[[str], contextlib.AbstractContextManager[None]]
 
 
-def edge_mask(labels: Any, *, connectivity: int = 1, batch: bool = False) -> Any:
+def edge_mask(labels: LabelArray, *, connectivity: int = 1, batch: bool = False) -> Any:
     """Pixels with at least one neighbour inside the array whose label differs.
 
     Both sides of a boundary are edge pixels; the array border is not an edge. The neighbours
@@ -67,7 +67,7 @@ def edge_mask(labels: Any, *, connectivity: int = 1, batch: bool = False) -> Any
 
 
 def distance_to_edges(
-    labels: Any,
+    labels: LabelArray,
     *,
     spacing: Any = None,
     connectivity: int = 1,
@@ -109,7 +109,7 @@ def distance_to_edges(
 
 
 def uncertainty(
-    labels: Any,
+    labels: LabelArray,
     *,
     sigma: float,
     spacing: Any = None,
@@ -141,7 +141,7 @@ def uncertainty(
 
 
 def weight_map(
-    labels: Any,
+    labels: LabelArray,
     *,
     sigma: float,
     class_weights: Mapping[int, float],
@@ -230,12 +230,12 @@ def untimed(stage: str) -> contextlib.nullcontext[None]:
     return contextlib.nullcontext()
 
 
-def _as_array(labels: Any) -> Any:
+def _as_array(labels: LabelArray) -> Any:
     return labels if is_cupy_array(labels) else np.asarray(labels)
 
 
 def _prepare(
-    labels: Any, device: str | Backend, batch: bool, check_values: bool = True
+    labels: LabelArray, device: str | Backend, batch: bool, check_values: bool = True
 ) -> tuple[Backend, Any, int, Any]:
     """Validate, move to the backend's device, and return how to move results back."""
     labels = _as_array(labels)
@@ -285,7 +285,7 @@ class WeightTable:
     ignore: int
     keys: np.ndarray | None = None
 
-    def indices(self, labels: Any) -> Any:
+    def indices(self, labels: LabelArray) -> Any:
         """What to index ``values`` with: the labels, or their positions (len(keys) if unknown)."""
         if self.keys is None:
             return labels
@@ -294,7 +294,7 @@ class WeightTable:
         where = xp.minimum(xp.searchsorted(keys, labels), len(keys) - 1)
         return xp.where(keys[where] == labels, where, len(keys))
 
-    def missing(self, labels: Any) -> list[int]:
+    def missing(self, labels: LabelArray) -> list[int]:
         """The labels of ``labels`` that have no weight, sorted."""
         present = to_numpy(array_module(labels).unique(labels))
         if self.keys is None:
@@ -342,14 +342,14 @@ def class_weight_table(class_weights: Any, ignore_index: int | None) -> WeightTa
     return WeightTable(values, int(np.searchsorted(keys, ignore_label)) if ignore_label >= 0 else -1, keys)
 
 
-def _raise_missing_labels(labels: Any, table: WeightTable, class_weights: Mapping[int, float]) -> None:
+def _raise_missing_labels(labels: LabelArray, table: WeightTable, class_weights: Mapping[int, float]) -> None:
     known = sorted(int(k) for k in class_weights)
     raise WeightmapsError(
         f"label(s) {table.missing(labels)} occur in the mask but have no class weight (weights given for {known})"
     )
 
 
-def pixel_class_weights(pixel_class: Any, class_weights: Mapping[int, float], ignore_index: int | None) -> Any:
+def pixel_class_weights(pixel_class: LabelArray, class_weights: Mapping[int, float], ignore_index: int | None) -> Any:
     """The weight of every pixel's class (float64; the ignore label 0); a class without one is named."""
     xp = array_module(pixel_class)
     if pixel_class.dtype == bool:  # background / instance: classes 0 and 1
@@ -374,7 +374,7 @@ def pixel_class_weights(pixel_class: Any, class_weights: Mapping[int, float], ig
 
 
 def weight_from_distance(
-    distance: Any, labels: Any, *, sigma: float, class_weights: Mapping[int, float],
+    distance: Any, labels: LabelArray, *, sigma: float, class_weights: Mapping[int, float],
     ignore_index: int | None = None, dtype: str = "float32", spacing: Any = None,
 ) -> np.ndarray:
     """The paper's weight φ_label · (1 − exp(−d²/(2σ²))) from a stored distance map d (numpy).
@@ -415,7 +415,7 @@ def weight_from_distance(
     # for σ < 1e-154 (0/0 on the edges).
     factor = grid * exponent_factor(scale, sigma) if grid else 0.5
     divisor = scale if grid else sigma
-    # Blocks of float64 temporaries that stay in cache (see backend._numpy_weights).
+    # Blocks of float64 temporaries that stay in cache (as in the CPU weight pass, backend.py).
     for start in range(0, source.size, HOST_BLOCK):
         stop = min(start + HOST_BLOCK, source.size)
         x = source[start:stop].astype(np.float64)

@@ -9,7 +9,7 @@ its own on first use.
 The store needs a handful of operations that mean the same thing on a disk and in a bucket: read
 a small JSON file, publish one whole (a reader sees the old one or the new one, never half),
 create one only if it does not exist (the lock), list a folder, delete. On a local folder they
-are the rename/hard-link/fsync dance of :mod:`weightmaps._files`; in an object store a PUT is
+are the rename/hard-link/fsync dance of :mod:`weightmaps.atomic_files`; in an object store a PUT is
 atomic already, and "create only if absent" is a conditional PUT (``If-None-Match: *`` on S3,
 through fsspec's ``pipe_file(..., mode="create")``).
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weightmaps._files import publish_bytes
+from weightmaps.atomic_files import publish_bytes
 from weightmaps.errors import WeightmapsError
 
 __all__ = ["Location", "freeze_options", "is_url", "remote_errors"]
@@ -238,7 +238,7 @@ class Location:
         return self.publish_bytes(rel, json.dumps(value).encode("utf-8"), exclusive=exclusive)
 
     def publish_bytes(self, rel: str, data: bytes | memoryview, *, exclusive: bool = False) -> bool:
-        """Write a whole file at once (see :func:`weightmaps._files.publish_bytes`): a reader sees
+        """Write a whole file at once (see :func:`weightmaps.atomic_files.publish_bytes`): a reader sees
         the old file or the new one, never half, and it is durable when this returns.
 
         ``exclusive``: only where none exists; False when one did. On S3 that is a conditional PUT

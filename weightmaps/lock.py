@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from weightmaps._files import publish_json
+from weightmaps.atomic_files import publish_json
 from weightmaps.errors import StoreLockedError, WeightmapsError
 from weightmaps.location import Location
 

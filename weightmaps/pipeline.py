@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightmaps._concurrency import default_threads, start_process_server
+from weightmaps.concurrency import default_threads, start_process_server
 from weightmaps.backend import Backend, get_backend
 from weightmaps.classweights import resolve_class_weights
 from weightmaps.engine import OUTPUT_DTYPES, class_weight_table

@@ -49,7 +49,9 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
         if message.startswith(f"{where.url}:"):
             message = url + message[len(where.url):]
         raise WeightmapsError(message) from e.__cause__
-    return fs, fs._strip_protocol(url)
+    from fsspec.core import strip_protocol  # the public form of the filesystem's own strip, by the URL's protocol
+
+    return fs, strip_protocol(url)
 
 
 # What the filesystems say when the bucket itself is missing (S3 and its clones, GCS, Azure): the

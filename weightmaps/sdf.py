@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.arrays import is_cupy_array, to_numpy
+from weightmaps.arrays import LabelArray, is_cupy_array, to_numpy
 from weightmaps.backend import Backend, backend_for
 from weightmaps.engine import OUTPUT_DTYPES
 from weightmaps.errors import WeightmapsError
@@ -36,7 +36,7 @@ __all__ = ["signed_distance"]
 
 
 def signed_distance(
-    labels: Any,
+    labels: LabelArray,
     *,
     num_classes: int,
     spacing: Any = None,

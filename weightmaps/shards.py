@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from weightmaps import cuda_plan
-from weightmaps._concurrency import Interrupt, bounded_map, deferred_interrupt
+from weightmaps.concurrency import Interrupt, bounded_map, deferred_interrupt
 from weightmaps.arrays import is_cupy_array
 from weightmaps.backend import Backend, get_backend
 from weightmaps.engine import StageTimer, untimed as _untimed

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from weightmaps._concurrency import Interrupt, bounded_map, default_threads, deferred_interrupt
+from weightmaps.concurrency import Interrupt, bounded_map, default_threads, deferred_interrupt
 from weightmaps.classweights import add_counts, add_image_pixels, count_labels
 from weightmaps.errors import BadInputError, BadSample, WeightmapsError
 from weightmaps.readers import mask_digest

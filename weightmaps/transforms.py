@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from weightmaps import cuda_plan
-from weightmaps.arrays import array_module, to_numpy
+from weightmaps.arrays import LabelArray, array_module, to_numpy
 from weightmaps.backend import DISTANCE_DTYPE, Backend, get_backend
 from weightmaps.errors import WeightmapsError
 from weightmaps.precision import square_grid
@@ -42,7 +42,7 @@ def _neighbour_offsets(ndim: int, connectivity: int) -> list[tuple[int, ...]]:
     return offsets
 
 
-def find_edges(labels: Any, connectivity: int, batch: bool) -> Any:
+def find_edges(labels: LabelArray, connectivity: int, batch: bool) -> Any:
     """The edge mask of checked labels (see :func:`weightmaps.edge_mask`, which checks them)."""
     xp = array_module(labels)
     edges = xp.zeros(labels.shape, dtype=bool)

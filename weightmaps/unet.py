@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.arrays import is_cupy_array, to_numpy
+from weightmaps.arrays import LabelArray, is_cupy_array, to_numpy
 from weightmaps.backend import DISTANCE_DTYPE, Backend, backend_for
 from weightmaps.engine import OUTPUT_DTYPES, pixel_class_weights
 from weightmaps.errors import WeightmapsError
@@ -44,7 +44,7 @@ from weightmaps.validation import (
 __all__ = ["instances_from_labels", "nearest_two_instances", "unet_batch", "unet_weights"]
 
 
-def _check_instances(instances: Any) -> Any:
+def _check_instances(instances: LabelArray) -> Any:
     instances = instances if is_cupy_array(instances) else np.asarray(instances)
     check_labels(instances)  # integer, non-negative, 2-D or 3-D, non-empty
     return instances
@@ -56,7 +56,7 @@ def reach(sigma: float, tolerance: float) -> float:
 
 
 def nearest_two_instances(
-    instances: Any,
+    instances: LabelArray,
     *,
     spacing: Any = None,
     within: float | None = None,
@@ -87,7 +87,7 @@ def nearest_two_instances(
 
 
 def _two_nearest(
-    backend: Backend, instances: Any, spacing: tuple[float, ...], within: float | None, ignore_index: int | None,
+    backend: Backend, instances: LabelArray, spacing: tuple[float, ...], within: float | None, ignore_index: int | None,
     stacked: bool | None = None,
 ) -> tuple[Any, Any]:
     """d1, d2 from every instance's window; ``stacked`` (default: on a GPU) batches the windows."""
@@ -184,7 +184,7 @@ def _instance_boxes(host: np.ndarray, ignore_index: int | None) -> tuple[list[tu
 
 
 def unet_weights(
-    instances: Any,
+    instances: LabelArray,
     *,
     w0: float = 10.0,
     sigma: float = 5.0,
@@ -280,7 +280,7 @@ def unet_weights(
 
 
 def instances_from_labels(
-    labels: Any, *, connectivity: int = 1, background: int = 0, ignore_index: int | None = None
+    labels: LabelArray, *, connectivity: int = 1, background: int = 0, ignore_index: int | None = None
 ) -> Any:
     """Instances of a semantic mask: the connected components of every class, numbered 1, 2, ...
 

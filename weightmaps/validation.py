@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.arrays import array_module
+from weightmaps.arrays import LabelArray, array_module
 from weightmaps.errors import WeightmapsError
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 
-def sample_ndim(labels: Any, batch: bool) -> int:
+def sample_ndim(labels: LabelArray, batch: bool) -> int:
     """Dimensionality of one sample: 2 or 3, after the batch axis when ``batch``."""
     ndim = labels.ndim - 1 if batch else labels.ndim
     if ndim not in (2, 3):
@@ -38,7 +38,7 @@ def sample_ndim(labels: Any, batch: bool) -> int:
 
 
 def check_labels(
-    labels: Any, *, ndims: tuple[int, ...] | None = (2, 3), batch: bool = False, values: bool = True
+    labels: LabelArray, *, ndims: tuple[int, ...] | None = (2, 3), batch: bool = False, values: bool = True
 ) -> None:
     """Labels are a non-empty integer (or bool) array with no negative value.
 
@@ -64,7 +64,7 @@ def check_labels(
             raise WeightmapsError(f"labels must be >= 0, found label {low}")
 
 
-def label_range(labels: Any) -> tuple[int, int]:
+def label_range(labels: LabelArray) -> tuple[int, int]:
     """The smallest and the largest label, read from the device in one transfer."""
     if np.dtype(labels.dtype).kind != "i":  # unsigned or bool: the minimum cannot be negative
         return 0, int(labels.max())

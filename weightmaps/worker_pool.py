@@ -12,8 +12,8 @@ The source is sent to each worker once, when it starts (a large list of files pi
 megabytes), and every call names a module-level function that the worker runs as
 ``fn(source, *args)``: the scan's and the shards' own functions, so this module knows neither.
 Workers start on demand (``concurrent.futures`` forks one per submission while none is idle), from
-the forkserver that :func:`~weightmaps._concurrency.start_process_server` starts early, and exit
-when the driver does (:func:`~weightmaps._concurrency.exit_with_driver`).
+the forkserver that :func:`~weightmaps.concurrency.start_process_server` starts early, and exit
+when the driver does (:func:`~weightmaps.concurrency.exit_with_driver`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from weightmaps._concurrency import exit_with_driver, process_context, start_process_server
+from weightmaps.concurrency import exit_with_driver, process_context, start_process_server
 
 __all__ = ["WorkerPool"]
 

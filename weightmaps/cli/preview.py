@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from weightmaps.arrays import LabelArray
 from weightmaps.cli.options import (
     class_weights_opt,
     connectivity_opt,
@@ -193,7 +194,7 @@ def preview_cmd(mask: str, image: str | None, kind: str, w0: float | None, toler
 Panel = tuple[str, str, Any, str, str]  # name, title, data, colour map, colour bar label
 
 
-def _bressan_panels(labels: Any, sigma: float, class_weights: str, class_weights_from: str | None,
+def _bressan_panels(labels: LabelArray, sigma: float, class_weights: str, class_weights_from: str | None,
                     ignore_index: int | None, common: dict[str, Any], storage_options: dict[str, Any],
                     ) -> tuple[Any, dict[int, float], list[Panel]]:
     from weightmaps import count_labels, distance_to_edges, uncertainty, weight_map
@@ -211,7 +212,7 @@ def _bressan_panels(labels: Any, sigma: float, class_weights: str, class_weights
     ]
 
 
-def _unet_panels(labels: Any, params: Any, class_weights: str, class_weights_from: str | None,
+def _unet_panels(labels: LabelArray, params: Any, class_weights: str, class_weights_from: str | None,
                  ignore_index: int | None, common: dict[str, Any], storage_options: dict[str, Any],
                  ) -> tuple[Any, dict[int, float], list[Panel]]:
     import numpy as np
@@ -245,7 +246,7 @@ def _unet_panels(labels: Any, params: Any, class_weights: str, class_weights_fro
     ]
 
 
-def _distance_panels(labels: Any, params: Any, ignore_index: int | None, common: dict[str, Any]) -> list[Panel]:
+def _distance_panels(labels: LabelArray, params: Any, ignore_index: int | None, common: dict[str, Any]) -> list[Panel]:
     from weightmaps import distance_to_edges, signed_distance
 
     if params.kind == "distance":
@@ -257,7 +258,7 @@ def _distance_panels(labels: Any, params: Any, ignore_index: int | None, common:
             for k in range(params.num_classes)]
 
 
-def _edges(labels: Any) -> Any:
+def _edges(labels: LabelArray) -> Any:
     """Pixels whose right or lower neighbour has another label: the boundaries, one pixel wide."""
     import numpy as np
 

@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from weightmaps._version import __version__
+from weightmaps.version import __version__
 from weightmaps.errors import ResumeMismatchError, StoreExistsError, WeightmapsError
 from weightmaps.layout import CHUNK_ELEMENTS, plan_layout
 from weightmaps.location import Location

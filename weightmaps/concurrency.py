@@ -45,7 +45,7 @@ class Interrupt:
                 self.check()  # a Ctrl-C during the wait stops the loop before it takes more work
                 return done
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._event.set()
 
 
@@ -90,7 +90,7 @@ def deferred_interrupt() -> Iterator[Interrupt]:
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield flag
         return
-    previous = signal.signal(signal.SIGINT, flag._on_signal)
+    previous = signal.signal(signal.SIGINT, flag.on_signal)
     _ACTIVE = flag
     try:
         yield flag
