@@ -62,7 +62,8 @@ def _skip_slow_tier(config: pytest.Config, items: list[pytest.Item]) -> None:
         return
     skip_slow = pytest.mark.skip(reason="slow tier: run with --slow (CI does)")
     for item in items:
-        if "slow" in item.keywords:
+        # A test on the S3 server is slow wherever it is (the server, fsspec's event loops).
+        if "slow" in item.keywords or "s3_server" in getattr(item, "fixturenames", ()):
             item.add_marker(skip_slow)
 
 

@@ -17,6 +17,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 CPU_VARIANTS = ("a", "b", "c")
 GPU_VARIANTS = ("d", "e")
 
+# The slow tier (tests/conftest.py): the benchmarks, run for real at tiny sizes.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> dict:

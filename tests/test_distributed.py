@@ -25,7 +25,8 @@ dask = pytest.importorskip("dask")
 # 15 minutes): each test, the cluster's start in its first test included, fails after 4 minutes
 # with a traceback; those that kill workers on purpose get longer (below). Idle, the whole file
 # takes about a minute, its longest test 40 s.
-pytestmark = pytest.mark.timeout(240)
+# The slow tier (tests/conftest.py): real Dask clusters.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 # How long the module's cluster may take to have both workers up before its first test fails.
 CLUSTER_START_S = 120
 

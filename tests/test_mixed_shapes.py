@@ -95,6 +95,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from weightmaps.cli import main; sys.exit(main())", *args]
 
 
+@pytest.mark.slow  # runs killed with SIGKILL
 def test_killed_and_resumed_mixed_store_equals_a_straight_run(tmp_path: Path) -> None:
     folder, _ = _small_mixed(tmp_path)
     straight = wm.compute(folder, tmp_path / "straight.zarr", sigma=SIGMA, device="cpu", workers=1,

@@ -30,6 +30,9 @@ from tests.processes import process_group  # noqa: E402
 from tests.s3server import S3Server  # noqa: E402
 from tests.test_cli import run  # noqa: E402
 
+# The slow tier (tests/conftest.py): the S3 server, runs killed with SIGKILL.
+pytestmark = pytest.mark.slow
+
 
 def _cli() -> list[str]:
     script = Path(sys.executable).parent / "weightmaps"

@@ -7,7 +7,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# The slow tier (tests/conftest.py): wheel builds.
+pytestmark = pytest.mark.slow
 
 
 def test_wheel_contains_the_kernel_sources(tmp_path: Path) -> None:

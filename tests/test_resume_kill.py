@@ -24,6 +24,9 @@ N_MASKS = 96
 SEED = 20250
 MAX_KILLS = 5
 
+# The slow tier (tests/conftest.py): runs killed with SIGKILL.
+pytestmark = pytest.mark.slow
+
 
 def _command() -> list[str]:
     script = Path(sys.executable).parent / "weightmaps"
