@@ -145,6 +145,10 @@ def exponent_factor(scale: float, sigma: float) -> float:
 # already rounds 1 - exp(-x) to 1), so a larger spacing can be clamped to it without changing one
 # weight; it keeps the transforms' arithmetic finite for σ down to the smallest double.
 _SATURATED = 2.0**20
+# Nearer than this many σ·√2 per pixel step every exp(−u²) of a mask (u < 2⁻⁴⁰ across 2²⁰ steps) is 1
+# in float64 already, so a smaller unit is raised to it without changing one weight: no σ the checks
+# accept (up to 1.8e308 over spacing 1e-300) makes a unit 0.
+_NEGLIGIBLE = 2.0**-60
 # The smallest positive normal float32: the factor from d² to d²/(2σ²) never rounds to 0, so that
 # an infinite distance (a sample without edges) still gives δ = 1, never 0·inf = NaN.
 _TINY32 = float(np.finfo(np.float32).tiny)
@@ -171,6 +175,7 @@ def sigma_units(spacing: tuple[float, ...], sigma: float) -> tuple[tuple[float, 
     by a power of two into [1, 2): no σ or spacing the checks accept can make the maths produce
     NaN (σ = 3e-20 once gave 0·inf on every edge pixel) or overflow.
     """
-    units = tuple(min(s / (sigma * math.sqrt(2.0)), _SATURATED) for s in spacing)
+    # s / σ / √2, not s / (σ·√2): σ·√2 overflows to inf for σ > 1.27e308 (0 units, 0/0 later).
+    units = tuple(min(max(s / sigma / math.sqrt(2.0), _NEGLIGIBLE), _SATURATED) for s in spacing)
     scaled, k = _power_of_two_scale(units)
     return scaled, max(math.ldexp(1.0, 2 * k), _TINY32)
