@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.arrays import LabelArray, array_module, is_cupy_array, to_numpy
+from weightmaps.arrays import HOST_BLOCK, LabelArray, array_module, is_cupy_array, to_numpy
 from weightmaps.errors import WeightmapsError
 from weightmaps.precision import square_grid
 
@@ -55,9 +55,6 @@ DistanceTransform = Callable[[Any, tuple[float, ...], bool], Any]
 # of, 0 for none: the CUDA kernel recovers d² from cuCIM's rounded d with it.
 WeightFunction = Callable[[Any, Any, Any, float, int, Any, float], Any]
 
-# The numpy weight maths runs over blocks of this many pixels (32 KiB of float32), so that its
-# passes stay in cache instead of streaming whole 1024² maps through memory five times.
-_CPU_BLOCK = 1 << 13
 
 
 @dataclass(frozen=True)
@@ -220,12 +217,12 @@ def _numpy_weights(
     out = squared_distance if np.dtype(dtype) == squared_distance.dtype else np.empty(squared_distance.shape, dtype)
     class_weight = np.asarray(class_weight, dtype=np.float64)  # the engine's table is float64 already
     source, target, labels_flat = squared_distance.reshape(-1), out.reshape(-1), labels.reshape(-1)
-    block_size = min(_CPU_BLOCK, source.size)
+    block_size = min(HOST_BLOCK, source.size)
     exponent = np.empty(block_size, dtype=np.float64)
     phi = np.empty(block_size, dtype=np.float64)
     scale = -float(factor)
-    for start in range(0, source.size, _CPU_BLOCK):
-        stop = min(start + _CPU_BLOCK, source.size)
+    for start in range(0, source.size, HOST_BLOCK):
+        stop = min(start + HOST_BLOCK, source.size)
         x, phi_block = exponent[: stop - start], phi[: stop - start]
         # dtype: a Python float is a weak scalar (NEP 50): without it this product is float32.
         np.multiply(source[start:stop], scale, out=x, dtype=np.float64)

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from weightmaps.arrays import LabelArray, array_module, is_cupy_array, to_numpy
+from weightmaps.arrays import HOST_BLOCK, LabelArray, array_module, is_cupy_array, to_numpy
 from weightmaps.backend import Backend, backend_for
 from weightmaps.errors import WeightmapsError
 from weightmaps.precision import SNAP_BELOW, exponent_factor, square_grid, transform_units
-from weightmaps.transforms import HOST_BLOCK, edge_distance, find_edges, scaled_root
+from weightmaps.transforms import edge_distance, find_edges, scaled_root
 from weightmaps.validation import (
     check_connectivity,
     check_labels,

@@ -18,18 +18,15 @@ from typing import Any
 import numpy as np
 
 from weightmaps import cuda_plan
-from weightmaps.arrays import LabelArray, array_module, to_numpy
+from weightmaps.arrays import HOST_BLOCK, LabelArray, array_module, to_numpy
 from weightmaps.backend import DISTANCE_DTYPE, Backend, get_backend
 from weightmaps.errors import WeightmapsError
 from weightmaps.precision import square_grid
 
-__all__ = ["HOST_BLOCK", "edge_distance", "find_edges", "nearest_distance", "scaled_root", "stacked_distance"]
+__all__ = ["edge_distance", "find_edges", "nearest_distance", "scaled_root", "stacked_distance"]
 
 log = logging.getLogger("weightmaps")
 
-# Pixels per block of the float64 passes over numpy arrays (64 KiB of float64): temporaries that
-# stay in cache instead of streaming whole maps through memory.
-HOST_BLOCK = 1 << 13
 
 
 def _neighbour_offsets(ndim: int, connectivity: int) -> list[tuple[int, ...]]:
